@@ -1,0 +1,97 @@
+"""The contract every cluster backend fulfils.
+
+A backend makes reality match a desired ``ClusterSpec`` (``apply``), reports what exists
+(``observe``) and tears a cluster down (``delete``). Every call is idempotent and must
+re-attach to processes/resources started by an earlier server process, so the reconcilers
+can simply call it again after a restart (kill -9 included). Backends translate Ray and
+OS errors into ``BackendError`` (an ``UnavailableError``) so nothing untranslated leaks out.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from raydeck.core.errors import UnavailableError
+
+__all__ = [
+    "BackendError",
+    "ClusterBackend",
+    "ClusterEndpoints",
+    "ClusterObservation",
+    "ClusterSpec",
+    "NodeObservation",
+    "PoolSpec",
+]
+
+
+class BackendError(UnavailableError):
+    """A backend could not do what was asked (process failed to start, ports taken...)."""
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Resources of one node kind. ``replicas`` is the count wanted right now."""
+
+    name: str
+    replicas: int
+    num_cpus: float = 1
+    num_gpus: float = 0
+    memory: int | None = None  # bytes
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    cluster_id: str  # stable, unique, safe in paths and env vars
+    name: str
+    head: PoolSpec  # replicas is ignored: always exactly one head
+    worker_pools: tuple[PoolSpec, ...]
+    ray_auth_token: str  # Ray's own token auth (RAY_AUTH_MODE=token) for this cluster
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClusterEndpoints:
+    gcs_address: str  # host:port
+    dashboard_url: str  # http://host:port (Ray Jobs REST API lives here)
+    ray_client_address: str  # host:port of the Ray Client server (ray://...)
+
+
+@dataclass(frozen=True)
+class NodeObservation:
+    name: str  # "head" or "<pool>-<n>"
+    pool: str  # "head" for the head node
+    alive: bool
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterObservation:
+    head_alive: bool
+    endpoints: ClusterEndpoints | None
+    nodes: tuple[NodeObservation, ...] = ()
+
+    def alive_replicas(self, pool: str) -> int:
+        return sum(1 for n in self.nodes if n.pool == pool and n.alive)
+
+
+class ClusterBackend(ABC):
+    """Drives Ray clusters for one kind of infrastructure."""
+
+    kind: str
+
+    @abstractmethod
+    def apply(self, spec: ClusterSpec, *, prefer_remove: Sequence[str] = ()) -> ClusterEndpoints:
+        """Start what is missing and stop what is surplus so that the cluster has one head and
+        ``pool.replicas`` live workers per pool. When a pool shrinks, nodes named in
+        ``prefer_remove`` go first. Blocking; returns once the nodes are up."""
+
+    @abstractmethod
+    def observe(self, spec: ClusterSpec) -> ClusterObservation:
+        """What exists for this cluster right now. Cheap; never starts or stops anything."""
+
+    @abstractmethod
+    def delete(self, spec: ClusterSpec) -> None:
+        """Stop every process/resource of this cluster and only this cluster; idempotent."""

@@ -1,0 +1,165 @@
+"""Port slots: every local Ray node gets its own block of ports.
+
+Ray picks defaults (6379, 8265, 10001, random agent ports) that collide as soon as two nodes
+share a host, so each node is pinned to a block of ``SLOT_SIZE`` ports identified by its first
+port (the "base"). Slots in use are known from the state files of one state dir; a short-lived
+host-wide lease covers the window between choosing a slot and Ray binding its ports, so
+backends with different state dirs (other servers, parallel test runs) do not pick the same
+free-looking block at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from raydeck.backends.base import BackendError
+from raydeck.backends.local.locks import file_lock
+
+__all__ = ["SLOT_SIZE", "NodePorts", "PortAllocator", "default_lease_file"]
+
+SLOT_SIZE = 100
+_WORKER_PORTS_OFFSET = 10
+_LEASE_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class NodePorts:
+    """The fixed layout of one slot; head-only ports are unused on workers."""
+
+    base: int
+
+    @property
+    def node_manager(self) -> int:
+        return self.base
+
+    @property
+    def object_manager(self) -> int:
+        return self.base + 1
+
+    @property
+    def dashboard_agent_listen(self) -> int:
+        return self.base + 2
+
+    @property
+    def dashboard_agent_grpc(self) -> int:
+        return self.base + 3
+
+    @property
+    def metrics_export(self) -> int:
+        return self.base + 4
+
+    @property
+    def runtime_env_agent(self) -> int:
+        return self.base + 5
+
+    @property
+    def gcs(self) -> int:
+        return self.base + 6
+
+    @property
+    def dashboard(self) -> int:
+        return self.base + 7
+
+    @property
+    def ray_client(self) -> int:
+        return self.base + 8
+
+    @property
+    def min_worker(self) -> int:
+        return self.base + _WORKER_PORTS_OFFSET
+
+    @property
+    def max_worker(self) -> int:
+        return self.base + SLOT_SIZE - 1
+
+    def all_ports(self) -> range:
+        return range(self.base, self.base + SLOT_SIZE)
+
+
+def default_lease_file() -> Path:
+    # Per user, so two users on one host do not fight over file permissions.
+    return Path("/tmp") / f"raydeck-port-leases-{os.getuid()}.json"
+
+
+def _port_is_free(port: int) -> bool:
+    # A wildcard bind fails if anything (any address, v4-mapped v6 included) holds the port.
+    families = [(socket.AF_INET, "0.0.0.0")]
+    if socket.has_ipv6:
+        families.append((socket.AF_INET6, "::"))
+    for family, host in families:
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # family unsupported on this host
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        finally:
+            sock.close()
+    return True
+
+
+def _block_is_free(base: int) -> bool:
+    return all(_port_is_free(p) for p in NodePorts(base).all_ports())
+
+
+class PortAllocator:
+    """Chooses free slots inside ``port_range`` (inclusive bounds)."""
+
+    def __init__(self, port_range: tuple[int, int], lease_file: Path | None = None) -> None:
+        low, high = port_range
+        if low < 1024 or high > 65535 or high - low + 1 < SLOT_SIZE:
+            raise ValueError(f"port_range {port_range} must hold at least {SLOT_SIZE} ports")
+        self._bases = range(low, high - SLOT_SIZE + 2, SLOT_SIZE)
+        self._lease_file = lease_file or default_lease_file()
+
+    def allocate(self, count: int, used: Iterable[int], prefer: Iterable[int] = ()) -> list[int]:
+        """Reserve ``count`` slots not in ``used`` whose ports are all unbound.
+
+        ``prefer`` bases are tried first (a restarted head keeps its endpoints). The caller
+        must hold the state-dir lock so that ``used`` cannot change underneath.
+        """
+        if count <= 0:
+            return []
+        taken = set(used)
+        chosen: list[int] = []
+        with file_lock(self._lease_file.with_suffix(".lock")):
+            leases = self._read_leases()
+            now = time.time()
+            leases = {base: until for base, until in leases.items() if until > now}
+            candidates = [b for b in prefer if b in self._bases] + list(self._bases)
+            for base in candidates:
+                if len(chosen) == count:
+                    break
+                if base in taken or base in leases or base in chosen:
+                    continue
+                if _block_is_free(base):
+                    chosen.append(base)
+            if len(chosen) < count:
+                raise BackendError(
+                    f"no free block of {SLOT_SIZE} ports left in "
+                    f"{self._bases.start}-{self._bases.stop + SLOT_SIZE - 2}"
+                )
+            for base in chosen:
+                leases[base] = now + _LEASE_SECONDS
+            self._write_leases(leases)
+        return chosen
+
+    def _read_leases(self) -> dict[int, float]:
+        try:
+            raw = json.loads(self._lease_file.read_text())
+            return {int(k): float(v) for k, v in raw.items()}
+        except (OSError, ValueError, AttributeError):
+            return {}  # missing or corrupt: leases are only a short-lived hint
+
+    def _write_leases(self, leases: dict[int, float]) -> None:
+        tmp = self._lease_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({str(k): v for k, v in leases.items()}))
+        os.replace(tmp, self._lease_file)

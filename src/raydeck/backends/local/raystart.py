@@ -1,0 +1,197 @@
+"""Building and running one ``ray start`` for one node."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from raydeck.backends.base import BackendError, PoolSpec
+from raydeck.backends.local.ports import NodePorts
+from raydeck.backends.local.processes import CLUSTER_ENV, NODE_ENV
+
+__all__ = ["NodeLaunch", "host_port", "run_ray_start", "start_ray_process"]
+
+START_LOG = "raydeck-start.log"
+_START_TIMEOUT_SECONDS = 180.0
+# Inherited settings that would point `ray start` at another cluster or another token.
+_DROPPED_ENV = ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_OVERRIDE_RESOURCES")
+# Ray refuses these as custom resources; they have their own flags.
+_RESERVED_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+_NODE_IP_LINE = re.compile(r"Local node IP:\s*(\S+)")
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def ray_executable() -> str:
+    # The `ray` next to the running interpreter, so the cluster runs the server's Ray.
+    return str(Path(sys.executable).parent / "ray")
+
+
+@dataclass(frozen=True)
+class NodeLaunch:
+    cluster_id: str
+    node: str
+    pool: PoolSpec
+    ports: NodePorts
+    temp_dir: Path
+    bind_host: str
+    auth_token: str
+    extra_env: Mapping[str, str]
+    gcs_port: int  # the head's GCS port; the node's own when it is the head
+
+    @property
+    def is_head(self) -> bool:
+        return self.node == "head"
+
+    def argv(self) -> list[str]:
+        p = self.ports
+        args = [
+            ray_executable(),
+            "start",
+            f"--node-ip-address={self.bind_host}",
+            f"--node-manager-port={p.node_manager}",
+            f"--object-manager-port={p.object_manager}",
+            f"--dashboard-agent-listen-port={p.dashboard_agent_listen}",
+            f"--dashboard-agent-grpc-port={p.dashboard_agent_grpc}",
+            f"--metrics-export-port={p.metrics_export}",
+            f"--runtime-env-agent-port={p.runtime_env_agent}",
+            f"--min-worker-port={p.min_worker}",
+            f"--max-worker-port={p.max_worker}",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+            "--log-style=record",
+            "--log-color=false",
+        ]
+        if self.is_head:
+            args += [
+                "--head",
+                f"--port={p.gcs}",
+                "--include-dashboard=true",
+                f"--dashboard-host={self.bind_host}",
+                f"--dashboard-port={p.dashboard}",
+                f"--ray-client-server-port={p.ray_client}",
+            ]
+        else:
+            args.append(f"--address={host_port(self.bind_host, self.gcs_port)}")
+        args += self._resource_args()
+        return args
+
+    def _resource_args(self) -> list[str]:
+        pool = self.pool
+        reserved = _RESERVED_RESOURCES.intersection(pool.resources)
+        if reserved:
+            raise BackendError(
+                f"pool {pool.name!r}: {sorted(reserved)} cannot be custom resources; "
+                "use num_cpus, num_gpus or memory"
+            )
+        args: list[str] = []
+        # `ray start` only takes whole CPUs/GPUs; fractions go through RAY_OVERRIDE_RESOURCES.
+        if float(pool.num_cpus).is_integer():
+            args.append(f"--num-cpus={int(pool.num_cpus)}")
+        if float(pool.num_gpus).is_integer():
+            args.append(f"--num-gpus={int(pool.num_gpus)}")
+        if pool.memory is not None:
+            # Hidden in `ray start --help` but supported: sets the node's `memory` resource.
+            args.append(f"--memory={int(pool.memory)}")
+        if pool.resources:
+            args.append(f"--resources={json.dumps(pool.resources)}")
+        return args
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        env.update(self.extra_env)
+        env.update(
+            {
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN": self.auth_token,
+                "RAY_USAGE_STATS_ENABLED": "0",
+                CLUSTER_ENV: self.cluster_id,
+                NODE_ENV: self.node,
+            }
+        )
+        fractional = {
+            key: value
+            for key, value in (("CPU", self.pool.num_cpus), ("GPU", self.pool.num_gpus))
+            if not float(value).is_integer()
+        }
+        if fractional:
+            env["RAY_OVERRIDE_RESOURCES"] = json.dumps(fractional)
+        else:
+            env.pop("RAY_OVERRIDE_RESOURCES", None)
+        return env
+
+
+def start_ray_process(launch: NodeLaunch) -> subprocess.Popen[bytes]:
+    """Spawn ``ray start`` without waiting (the head's GCS comes up long before it returns)."""
+    launch.temp_dir.mkdir(parents=True, exist_ok=True)
+    argv, env = launch.argv(), launch.env()
+    # A file, not a pipe: a daemon that kept the pipe open would block reading it forever.
+    with (launch.temp_dir / START_LOG).open("wb") as log:
+        try:
+            return subprocess.Popen(
+                argv,
+                env=env,
+                cwd=launch.temp_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # our own session: see processes.py
+            )
+        except OSError as exc:
+            raise BackendError(f"cannot run {argv[0]}: {exc}") from exc
+
+
+def run_ray_start(launch: NodeLaunch, process: subprocess.Popen[bytes] | None = None) -> str:
+    """Run (or finish) ``ray start``; returns the IP Ray registered the node under."""
+    process = process or start_ray_process(launch)
+    try:
+        rc = process.wait(timeout=_START_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        rc = None
+    output = _read_log(launch.temp_dir / START_LOG)
+    if rc != 0:
+        outcome = "timed out" if rc is None else f"exited with {rc}"
+        tail = _tail(output)
+        reason = _last_error_line(tail) or "no output"
+        raise BackendError(
+            f"ray start for node {launch.node!r} of cluster {launch.cluster_id} {outcome}: "
+            f"{reason}",
+            log_tail=tail,
+            log_file=str(launch.temp_dir / START_LOG),
+        )
+    match = _NODE_IP_LINE.search(output)
+    return match.group(1) if match else launch.bind_host
+
+
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _last_error_line(tail: str) -> str:
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if any(word in line for word in ("Error", "error", "Exception", "failed", "Failed")):
+            return line[:300]
+    return lines[-1][:300] if lines else ""
+
+
+def whole(value: float) -> int:
+    return math.floor(value)

@@ -1,0 +1,1 @@
+"""``raydeck`` command line (typer + rich)."""

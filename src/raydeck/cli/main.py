@@ -1,0 +1,59 @@
+"""Entry point: ``raydeck <group> <command>``. Errors print one line, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from pydantic import ValidationError
+
+from raydeck.cli import clusters, jobs, server, tokens
+from raydeck.cli.output import err_console
+from raydeck.core.errors import RaydeckError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="raydeck",
+    help="Raydeck: Ray clusters, jobs and models on infrastructure you own.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(clusters.app, name="clusters")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(tokens.app, name="tokens")
+app.command("server")(server.serve)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "input"
+    return f"{where}: {str(first.get('msg', 'invalid')).removeprefix('Value error, ')}"
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except RaydeckError as exc:
+        err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}", highlight=False)
+        sys.exit(1)
+    except ValidationError as exc:
+        err_console.print(f"[red]error[/red] (invalid_argument): {_validation_message(exc)}")
+        sys.exit(2)
+    except (TimeoutError, ValueError) as exc:
+        err_console.print(f"[red]error[/red]: {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (typer.Exit, typer.Abort) as exc:
+        sys.exit(getattr(exc, "exit_code", 1))
+    except Exception as exc:  # click usage errors and the unexpected: still one line
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if callable(format_message) else str(exc)
+        err_console.print(f"[red]error[/red]: {message}", highlight=False)
+        sys.exit(getattr(exc, "exit_code", 1) or 1)
+
+
+if __name__ == "__main__":
+    main()

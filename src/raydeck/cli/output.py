@@ -1,0 +1,61 @@
+"""Console output shared by every command: tables, JSON, progress, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["console", "err_console", "print_json", "print_table", "wait_with_progress"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+
+def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
+    if isinstance(value, BaseModel):
+        data: Any = value.model_dump(mode="json")
+    elif isinstance(value, dict):
+        data = value
+    else:
+        data = [v.model_dump(mode="json") for v in value]
+    console.print_json(json.dumps(data))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def wait_with_progress(
+    description: str,
+    poll: Callable[[], T],
+    done: Callable[[T], bool],
+    describe: Callable[[T], str],
+    *,
+    timeout: float,
+    interval: float = 0.5,
+) -> T:
+    """Poll until ``done``; shows a live spinner with the current state and elapsed time."""
+    start = time.monotonic()
+    with err_console.status(description) as status:
+        while True:
+            value = poll()
+            elapsed = time.monotonic() - start
+            status.update(f"{description}: {describe(value)} ({elapsed:.1f}s)")
+            if done(value):
+                return value
+            if elapsed > timeout:
+                raise TimeoutError(f"{description}: still {describe(value)} after {timeout:.0f}s")
+            time.sleep(interval)

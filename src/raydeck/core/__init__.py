@@ -1,0 +1,1 @@
+"""Shared models, errors and settings: imported by server, SDK, CLI and backends."""

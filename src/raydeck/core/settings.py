@@ -1,0 +1,64 @@
+"""The one place configuration is read from the environment (``RAYDECK_*``).
+
+| variable | default | meaning |
+|---|---|---|
+| RAYDECK_HOME | ~/.raydeck | SQLite DB, cluster state, logs, credentials |
+| RAYDECK_DATABASE_URL | sqlite:///$RAYDECK_HOME/raydeck.db | SQLAlchemy URL (or Postgres) |
+| RAYDECK_HOST / RAYDECK_PORT | 127.0.0.1 / 8770 | where `raydeck server` listens |
+| RAYDECK_SERVER | from $RAYDECK_HOME/server.json | base URL clients talk to |
+| RAYDECK_TOKEN | from $RAYDECK_HOME/credentials | bearer token clients send |
+| RAYDECK_RAY_BIND_HOST | 127.0.0.1 | interface Ray's own ports bind to |
+| RAYDECK_PORT_RANGE_START | 30000 | first port handed to local Ray nodes |
+| RAYDECK_RECONCILE_INTERVAL | 1.0 | seconds between reconciler passes |
+| RAYDECK_AUTOSCALE_IDLE_SECONDS | 60 | idle time before an autoscaled replica is removed |
+| RAYDECK_AUTOSCALE_INTERVAL | 2.0 | seconds between autoscaler passes |
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAYDECK_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".raydeck")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8770
+    server: str | None = None
+    token: str | None = None
+    ray_bind_host: str = "127.0.0.1"
+    port_range_start: int = 30000
+    port_range_end: int = 60000
+    reconcile_interval: float = 1.0
+    autoscale_interval: float = 2.0
+    autoscale_idle_seconds: float = 60.0
+    default_backend: str = "local"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'raydeck.db'}"
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.home / "credentials"
+
+    @property
+    def server_info_path(self) -> Path:
+        return self.home / "server.json"
+
+    @property
+    def clusters_dir(self) -> Path:
+        return self.home / "clusters"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

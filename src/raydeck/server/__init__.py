@@ -1,0 +1,1 @@
+"""The control-plane server: FastAPI routers over services, reconcilers, db."""

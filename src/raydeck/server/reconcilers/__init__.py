@@ -1,0 +1,1 @@
+"""Background loops that drive persisted desired state into reality; restart-safe."""

@@ -1,0 +1,173 @@
+"""Drives cluster rows: PROVISIONING/UPDATING → apply, STOPPING → delete, RUNNING → health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sqlalchemy import delete, select
+
+from raydeck.backends.base import ClusterEndpoints, ClusterObservation, ClusterSpec
+from raydeck.core.models import ClusterState, WorkerPoolSpec
+from raydeck.db.models import ClusterRow
+from raydeck.server.reconcilers.loop import ReconcileLoop
+from raydeck.server.services.clusters import backend_spec
+from raydeck.server.state import ServerState
+
+__all__ = ["ClusterReconciler"]
+
+log = logging.getLogger(__name__)
+
+HEALTH_CHECK_SECONDS = 5.0
+
+
+class ClusterReconciler:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.loop = ReconcileLoop("clusters", state.settings.reconcile_interval, self.tick)
+        self._last_health: dict[str, float] = {}
+        state.wake_callbacks.append(self.loop.wake)
+
+    async def tick(self) -> None:
+        rows = await asyncio.to_thread(self._load)
+        now = time.monotonic()
+        for cluster_id, cluster_state in rows:
+            if cluster_state in (ClusterState.PROVISIONING, ClusterState.UPDATING):
+                self.loop.spawn(cluster_id, lambda c=cluster_id: self._apply(c))
+            elif cluster_state == ClusterState.STOPPING:
+                self.loop.spawn(cluster_id, lambda c=cluster_id: self._delete(c))
+            elif (
+                cluster_state == ClusterState.RUNNING
+                and now - self._last_health.get(cluster_id, 0.0) >= HEALTH_CHECK_SECONDS
+            ):
+                self._last_health[cluster_id] = now
+                self.loop.spawn(cluster_id, lambda c=cluster_id: self._check_health(c))
+
+    def _load(self) -> list[tuple[str, str]]:
+        with self.state.db.session() as session:
+            return [
+                (r.id, r.state) for r in session.execute(select(ClusterRow.id, ClusterRow.state))
+            ]
+
+    def _snapshot(self, cluster_id: str) -> tuple[ClusterSpec, str, int, list[str]] | None:
+        with self.state.db.session() as session:
+            row = session.get(ClusterRow, cluster_id)
+            if row is None:
+                return None
+            prefer_remove = list(row.spec.get("prefer_remove", []))
+            return backend_spec(row), row.backend, row.generation, prefer_remove
+
+    async def _apply(self, cluster_id: str) -> None:
+        snapshot = await asyncio.to_thread(self._snapshot, cluster_id)
+        if snapshot is None:
+            return
+        spec, backend_kind, generation, prefer_remove = snapshot
+        backend = self.state.backend(backend_kind)
+        try:
+            endpoints = await asyncio.to_thread(backend.apply, spec, prefer_remove=prefer_remove)
+            observation = await asyncio.to_thread(backend.observe, spec)
+        except Exception as exc:  # any failure becomes the cluster's ERROR reason
+            log.warning("cluster %s: apply failed: %s", spec.name, exc)
+            await asyncio.to_thread(self._record_error, cluster_id, generation, _one_line(exc))
+            return
+        await asyncio.to_thread(
+            self._record_running, cluster_id, generation, endpoints, observation
+        )
+
+    def _record_running(
+        self,
+        cluster_id: str,
+        generation: int,
+        endpoints: ClusterEndpoints,
+        observation: ClusterObservation,
+    ) -> None:
+        with self.state.db.session() as session:
+            row = session.get(ClusterRow, cluster_id)
+            if row is None:
+                return
+            row.dashboard_url = endpoints.dashboard_url
+            row.ray_client_address = endpoints.ray_client_address
+            row.gcs_address = endpoints.gcs_address
+            row.spec = _with_observation(row.spec, observation)
+            # A newer desired state arrived while we worked: leave the state for the next pass.
+            if row.generation == generation and row.state in (
+                ClusterState.PROVISIONING,
+                ClusterState.UPDATING,
+            ):
+                row.state = ClusterState.RUNNING.value
+                row.state_reason = None
+                row.spec = {k: v for k, v in row.spec.items() if k != "prefer_remove"}
+        log.info("cluster %s is RUNNING at %s", cluster_id, endpoints.dashboard_url)
+
+    def _record_error(self, cluster_id: str, generation: int, reason: str) -> None:
+        with self.state.db.session() as session:
+            row = session.get(ClusterRow, cluster_id)
+            if row is not None and row.generation == generation and row.state != "STOPPING":
+                row.state = ClusterState.ERROR.value
+                row.state_reason = reason
+
+    async def _delete(self, cluster_id: str) -> None:
+        snapshot = await asyncio.to_thread(self._snapshot, cluster_id)
+        if snapshot is None:
+            return
+        spec, backend_kind, _generation, _ = snapshot
+        await asyncio.to_thread(self.state.backend(backend_kind).delete, spec)
+        await asyncio.to_thread(self._forget, cluster_id)
+        self._last_health.pop(cluster_id, None)
+        log.info("cluster %s deleted", spec.name)
+
+    def _forget(self, cluster_id: str) -> None:
+        with self.state.db.session() as session:
+            session.execute(
+                delete(ClusterRow).where(
+                    ClusterRow.id == cluster_id, ClusterRow.state == ClusterState.STOPPING.value
+                )
+            )
+
+    async def _check_health(self, cluster_id: str) -> None:
+        snapshot = await asyncio.to_thread(self._snapshot, cluster_id)
+        if snapshot is None:
+            return
+        spec, backend_kind, generation, _ = snapshot
+        observation = await asyncio.to_thread(self.state.backend(backend_kind).observe, spec)
+        await asyncio.to_thread(self._record_health, cluster_id, generation, observation)
+
+    def _record_health(
+        self, cluster_id: str, generation: int, observation: ClusterObservation
+    ) -> None:
+        with self.state.db.session() as session:
+            row = session.get(ClusterRow, cluster_id)
+            if row is None or row.generation != generation or row.state != "RUNNING":
+                return
+            row.spec = _with_observation(row.spec, observation)
+            if not observation.head_alive:
+                row.state = ClusterState.ERROR.value
+                row.state_reason = "the head node is not running (its processes exited)"
+                return
+            pools = [WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]]
+            missing = sum(
+                max(0, p.replica_count - observation.alive_replicas(p.name)) for p in pools
+            )
+            if missing:
+                row.state = ClusterState.UPDATING.value
+                row.state_reason = f"replacing {missing} worker node(s) that stopped"
+
+
+def _with_observation(
+    spec: dict[str, object], observation: ClusterObservation
+) -> dict[str, object]:
+    nodes = [
+        {"name": n.name, "pool": n.pool, "alive": n.alive, "address": n.address}
+        for n in observation.nodes
+    ]
+    current: dict[str, int] = {}
+    for node in observation.nodes:
+        if node.alive and node.pool != "head":
+            current[node.pool] = current.get(node.pool, 0) + 1
+    return {**spec, "nodes": nodes, "current_replicas": current}
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:500]

@@ -1,0 +1,1 @@
+"""HTTP routers: thin (auth dependency, parse, one service call)."""

@@ -1,0 +1,85 @@
+"""Ray Jobs REST API of each cluster, behind Raydeck's auth.
+
+``JobSubmissionClient("<server>/api/v1/clusters/<name>/ray", headers={"Authorization":
+"Bearer <raydeck token>"})`` and ``ray job submit --address ...`` work unchanged: the proxy
+swaps Raydeck's token for the cluster's Ray token and records submissions as Raydeck jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+from fastapi import APIRouter, Request, Response
+
+from raydeck.core.errors import RaydeckError, UnavailableError
+from raydeck.server.auth import authorize
+from raydeck.server.routers.common import State
+from raydeck.server.services import jobs as job_service
+
+router = APIRouter(prefix="/api/v1/clusters/{cluster}/ray", tags=["ray"])
+log = logging.getLogger(__name__)
+
+# Hop-by-hop and credential headers never cross the proxy.
+_DROP_REQUEST = {
+    "authorization",
+    "x-ray-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+}
+_DROP_RESPONSE = {"content-length", "content-encoding", "transfer-encoding", "connection"}
+_READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+async def ray_api_proxy(cluster: str, path: str, request: Request, state: State) -> Response:
+    permission = "jobs.get" if request.method in _READ_METHODS else "jobs.submit"
+    await asyncio.to_thread(authorize, request, state, permission)
+    target = await asyncio.to_thread(job_service.cluster_target, state, cluster)
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+    headers["authorization"] = f"Bearer {target.ray_auth_token}"
+    body = await request.body()
+    url = f"{target.dashboard_url.rstrip('/')}/{path}"
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=5.0)) as client:
+            upstream = await client.request(
+                request.method, url, params=request.query_params, content=body, headers=headers
+            )
+    except httpx.HTTPError as exc:
+        raise UnavailableError(f"cluster {cluster!r} did not answer: {exc}") from exc
+    if request.method == "POST" and path.rstrip("/") == "api/jobs" and upstream.is_success:
+        await _record(state, target, body, upstream)
+    response_headers = {
+        k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE
+    }
+    return Response(upstream.content, upstream.status_code, headers=response_headers)
+
+
+async def _record(
+    state: State, target: job_service.ClusterTarget, body: bytes, upstream: httpx.Response
+) -> None:
+    try:
+        submission_id = str(upstream.json()["submission_id"])
+        request = job_service.parse_proxy_submission(json.loads(body))
+        await asyncio.to_thread(
+            job_service.record_submission, state, target, submission_id, request
+        )
+    except (ValueError, KeyError, RaydeckError) as exc:  # Ray accepted it; keep its answer
+        log.warning("could not record job submitted through the Ray proxy: %s", exc)
+
+
+for _method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+    router.add_api_route(
+        "/{path:path}",
+        ray_api_proxy,
+        methods=[_method],
+        name=f"ray_api_{_method.lower()}",
+        operation_id=f"ray_api_{_method.lower()}",
+        include_in_schema=True,
+    )

@@ -1,0 +1,1 @@
+"""Business logic, one module per resource. Routers call exactly one function here."""

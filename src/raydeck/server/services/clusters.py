@@ -1,0 +1,226 @@
+"""Clusters: persisted desired state. The API writes rows; the reconciler acts on them."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from raydeck.backends.base import ClusterSpec, PoolSpec
+from raydeck.core.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from raydeck.core.ids import new_id
+from raydeck.core.models import (
+    Cluster,
+    ClusterCreate,
+    ClusterState,
+    ClusterUpdate,
+    HeadNodeSpec,
+    NodeStatus,
+    Page,
+    WorkerPoolSpec,
+    WorkerPoolStatus,
+)
+from raydeck.db.models import ClusterRow
+from raydeck.server.services.paging import fetch_page
+
+__all__ = [
+    "ACTIVE_STATES",
+    "backend_spec",
+    "create_cluster",
+    "delete_cluster",
+    "get_cluster",
+    "get_cluster_row",
+    "list_clusters",
+    "to_model",
+    "update_cluster",
+]
+
+# States in which the cluster's Ray processes exist and accept work.
+ACTIVE_STATES = frozenset({ClusterState.RUNNING.value, ClusterState.UPDATING.value})
+
+
+def to_model(row: ClusterRow) -> Cluster:
+    spec = row.spec
+    current = spec.get("current_replicas", {})
+    return Cluster(
+        id=row.id,
+        name=row.name,
+        project=row.project,
+        state=ClusterState(row.state),
+        state_reason=row.state_reason,
+        ray_version=row.ray_version,
+        backend=row.backend,
+        head=HeadNodeSpec.model_validate(spec["head"]),
+        worker_pools=[
+            WorkerPoolStatus.model_validate(
+                {**pool, "current_replica_count": current.get(pool["name"], 0)}
+            )
+            for pool in spec["worker_pools"]
+        ],
+        runtime_env=spec.get("runtime_env"),
+        image=spec.get("image"),
+        labels=row.labels,
+        network=spec.get("network", "local"),
+        dashboard_url=row.dashboard_url,
+        ray_client_address=row.ray_client_address,
+        gcs_address=row.gcs_address,
+        nodes=[NodeStatus.model_validate(n) for n in spec.get("nodes", [])],
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def backend_spec(row: ClusterRow) -> ClusterSpec:
+    """What the backend must make real for this row."""
+    head = HeadNodeSpec.model_validate(row.spec["head"])
+    pools = [WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]]
+    return ClusterSpec(
+        cluster_id=row.id,
+        name=row.name,
+        head=PoolSpec(
+            name="head",
+            replicas=1,
+            num_cpus=head.num_cpus,
+            num_gpus=head.num_gpus,
+            memory=head.memory,
+            resources=dict(head.resources),
+        ),
+        worker_pools=tuple(
+            PoolSpec(
+                name=p.name,
+                replicas=p.replica_count,
+                num_cpus=p.num_cpus,
+                num_gpus=p.num_gpus,
+                memory=p.memory,
+                resources=dict(p.resources),
+            )
+            for p in pools
+        ),
+        ray_auth_token=row.ray_auth_token,
+        env={k: str(v) for k, v in (row.spec.get("runtime_env") or {}).get("env_vars", {}).items()},
+    )
+
+
+def get_cluster_row(session: Session, name: str, project: str = "default") -> ClusterRow:
+    row = session.scalar(
+        select(ClusterRow).where(ClusterRow.project == project, ClusterRow.name == name)
+    )
+    if row is None:
+        raise NotFoundError(f"cluster {name!r} not found", field="cluster")
+    return row
+
+
+def get_cluster(session: Session, name: str) -> Cluster:
+    return to_model(get_cluster_row(session, name))
+
+
+def create_cluster(
+    session: Session, request: ClusterCreate, *, backend: str, ray_version: str
+) -> Cluster:
+    if request.ray_version is not None and request.ray_version != ray_version:
+        raise InvalidArgumentError(
+            f"ray_version {request.ray_version!r} is not available; this server runs {ray_version}",
+            field="ray_version",
+        )
+    if session.scalar(select(ClusterRow.id).where(ClusterRow.name == request.name)) is not None:
+        raise AlreadyExistsError(f"cluster {request.name!r} already exists", field="name")
+    spec: dict[str, Any] = {
+        "head": request.head.model_dump(mode="json"),
+        "worker_pools": [p.model_dump(mode="json") for p in request.worker_pools],
+        "runtime_env": request.runtime_env,
+        "image": request.image,
+        "network": request.network,
+    }
+    row = ClusterRow(
+        id=new_id("cl"),
+        name=request.name,
+        state=ClusterState.PROVISIONING.value,
+        backend=backend,
+        ray_version=ray_version,
+        spec=spec,
+        labels=dict(request.labels),
+        ray_auth_token=secrets.token_hex(32),
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # lost a race with a concurrent create of the same name
+        raise AlreadyExistsError(f"cluster {request.name!r} already exists", field="name") from exc
+    return to_model(row)
+
+
+def list_clusters(
+    session: Session,
+    *,
+    page_size: int,
+    page_token: str | None,
+    state: ClusterState | None = None,
+    label: str | None = None,
+) -> Page[Cluster]:
+    query = select(ClusterRow)
+    if state is not None:
+        query = query.where(ClusterRow.state == state.value)
+    rows, next_token = fetch_page(session, query, ClusterRow.id, page_size, page_token)
+    if label:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError("label filter must look like key=value", field="label")
+        rows = [r for r in rows if r.labels.get(key) == value]
+    return Page[Cluster](items=[to_model(r) for r in rows], next_page_token=next_token)
+
+
+def update_cluster(session: Session, name: str, request: ClusterUpdate) -> Cluster:
+    row = get_cluster_row(session, name)
+    if row.state not in {*ACTIVE_STATES, ClusterState.PROVISIONING.value}:
+        raise FailedPreconditionError(
+            f"cluster {name!r} is {row.state}; only a running cluster can be resized",
+            field="cluster",
+        )
+    pools = {p["name"]: dict(p) for p in row.spec["worker_pools"]}
+    for index, change in enumerate(request.worker_pools):
+        field = f"worker_pools[{index}]"
+        if change.name not in pools:
+            known = ", ".join(pools) or "none"
+            raise InvalidArgumentError(
+                f"unknown worker pool {change.name!r} (pools: {known})", field=f"{field}.name"
+            )
+        merged = {**pools[change.name], **change.model_dump(exclude_none=True)}
+        if change.replica_count is None:  # bounds moved: keep the target inside them
+            low = merged.get("min_replica_count") or merged["replica_count"]
+            high = merged.get("max_replica_count") or merged["replica_count"]
+            merged["replica_count"] = min(max(merged["replica_count"], low), high)
+        try:
+            pools[change.name] = WorkerPoolSpec.model_validate(merged).model_dump(mode="json")
+        except ValueError as exc:
+            raise InvalidArgumentError(_first_error(exc), field=field) from exc
+    row.spec = {**row.spec, "worker_pools": list(pools.values())}
+    row.generation += 1
+    if row.state == ClusterState.RUNNING.value:
+        row.state = ClusterState.UPDATING.value
+    row.state_reason = None
+    return to_model(row)
+
+
+def delete_cluster(session: Session, name: str) -> Cluster:
+    row = get_cluster_row(session, name)
+    if row.state != ClusterState.STOPPING.value:
+        row.state = ClusterState.STOPPING.value
+        row.state_reason = None
+        row.generation += 1
+    return to_model(row)
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return str(first.get("msg", exc)).removeprefix("Value error, ")
+    return str(exc)

@@ -1,0 +1,1 @@
+"""Real-Ray fixtures (filled in below)."""
