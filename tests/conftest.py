@@ -40,9 +40,7 @@ class Api:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
     def sdk(self, role: str = "admin") -> RaydeckClient:
-        return RaydeckClient(
-            "http://testserver", self.tokens[role], transport=self.http._transport
-        )
+        return RaydeckClient("http://testserver", self.tokens[role], transport=self.http._transport)
 
     def close(self) -> None:
         self.http.__exit__(None, None, None)

@@ -15,7 +15,9 @@ from tests.conftest import Api
 def _spec(name: str = "dev", **pool: Any) -> dict[str, Any]:
     return {
         "name": name,
-        "worker_pools": [{"name": "workers", "replica_count": 2, "resources": {"accel": 1}, **pool}],
+        "worker_pools": [
+            {"name": "workers", "replica_count": 2, "resources": {"accel": 1}, **pool}
+        ],
     }
 
 
@@ -193,7 +195,9 @@ def test_bad_update_names_the_field_and_changes_nothing(
 
 def test_moving_bounds_clamps_target(static_api: Api) -> None:
     sdk = static_api.sdk()
-    sdk.clusters.create(ClusterCreate.model_validate(_spec(min_replica_count=1, max_replica_count=4)))
+    sdk.clusters.create(
+        ClusterCreate.model_validate(_spec(min_replica_count=1, max_replica_count=4))
+    )
     response = static_api.http.patch(
         "/api/v1/clusters/dev",
         json={"worker_pools": [{"name": "workers", "max_replica_count": 1}]},

@@ -353,7 +353,7 @@ class RayDashboardClient:
                     total=total,
                     available=available,
                     busy=busy,
-                    idle_seconds=(0.0 if busy else single_idle) if single_idle is not None else None,
+                    idle_seconds=None if single_idle is None else (0.0 if busy else single_idle),
                 )
             )
         reported = report.get("time")

@@ -12,6 +12,7 @@ from raydeck.backends.local import LocalClusterBackend
 from raydeck.core.settings import Settings, get_settings
 from raydeck.db.session import Database
 from raydeck.server.errors import install_error_handlers
+from raydeck.server.reconcilers.autoscaler import Autoscaler
 from raydeck.server.reconcilers.clusters import ClusterReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
 from raydeck.server.routers import clusters, health, jobs, ray_proxy, tokens
@@ -49,7 +50,11 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loops = []
         if run_reconcilers:
-            loops = [ClusterReconciler(state).loop, JobReconciler(state).loop]
+            loops = [
+                ClusterReconciler(state).loop,
+                JobReconciler(state).loop,
+                Autoscaler(state).loop,
+            ]
             for loop in loops:
                 loop.start()
         try:

@@ -11,6 +11,7 @@ a marked process whose session leader (the exited ``ray start``) is gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -103,7 +104,9 @@ def cluster_processes(cluster_id: str) -> list[ClusterProcess]:
             node_of[s.process.pid] = session_node[s.sid]
 
     node_of.pop(os.getpid(), None)
-    return [ClusterProcess(by_pid[pid].process, node, by_pid[pid].name) for pid, node in node_of.items()]
+    return [
+        ClusterProcess(by_pid[pid].process, node, by_pid[pid].name) for pid, node in node_of.items()
+    ]
 
 
 def _is_ray_titled(proc: psutil.Process) -> bool:
@@ -116,11 +119,7 @@ def _is_ray_titled(proc: psutil.Process) -> bool:
 
 def find_cluster_processes(cluster_id: str, node: str | None = None) -> list[psutil.Process]:
     """Live processes of one cluster, or of one of its nodes when ``node`` is given."""
-    return [
-        cp.process
-        for cp in cluster_processes(cluster_id)
-        if node is None or cp.node == node
-    ]
+    return [cp.process for cp in cluster_processes(cluster_id) if node is None or cp.node == node]
 
 
 def live_daemons(processes: Iterable[ClusterProcess]) -> dict[str, set[str]]:
@@ -142,14 +141,10 @@ def terminate(processes: Iterable[psutil.Process], grace_seconds: float = 4.0) -
     """SIGTERM, wait up to ``grace_seconds``, then SIGKILL whatever is left."""
     procs = [p for p in processes if p.pid != os.getpid()]
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.terminate()  # psutil checks the pid was not reused since the scan
-        except psutil.Error:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=grace_seconds)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(alive, timeout=2.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import subprocess
@@ -191,7 +190,3 @@ def _last_error_line(tail: str) -> str:
         if any(word in line for word in ("Error", "error", "Exception", "failed", "Failed")):
             return line[:300]
     return lines[-1][:300] if lines else ""
-
-
-def whole(value: float) -> int:
-    return math.floor(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 from sqlalchemy import delete, select
 
@@ -34,15 +35,15 @@ class ClusterReconciler:
         now = time.monotonic()
         for cluster_id, cluster_state in rows:
             if cluster_state in (ClusterState.PROVISIONING, ClusterState.UPDATING):
-                self.loop.spawn(cluster_id, lambda c=cluster_id: self._apply(c))
+                self.loop.spawn(cluster_id, partial(self._apply, cluster_id))
             elif cluster_state == ClusterState.STOPPING:
-                self.loop.spawn(cluster_id, lambda c=cluster_id: self._delete(c))
+                self.loop.spawn(cluster_id, partial(self._delete, cluster_id))
             elif (
                 cluster_state == ClusterState.RUNNING
                 and now - self._last_health.get(cluster_id, 0.0) >= HEALTH_CHECK_SECONDS
             ):
                 self._last_health[cluster_id] = now
-                self.loop.spawn(cluster_id, lambda c=cluster_id: self._check_health(c))
+                self.loop.spawn(cluster_id, partial(self._check_health, cluster_id))
 
     def _load(self) -> list[tuple[str, str]]:
         with self.state.db.session() as session:
@@ -154,9 +155,7 @@ class ClusterReconciler:
                 row.state_reason = f"replacing {missing} worker node(s) that stopped"
 
 
-def _with_observation(
-    spec: dict[str, object], observation: ClusterObservation
-) -> dict[str, object]:
+def _with_observation(spec: dict[str, Any], observation: ClusterObservation) -> dict[str, Any]:
     nodes = [
         {"name": n.name, "pool": n.pool, "alive": n.alive, "address": n.address}
         for n in observation.nodes

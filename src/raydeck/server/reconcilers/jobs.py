@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from functools import partial
 
-from raydeck.backends.ray_api import RayJobInfo
 from sqlalchemy import select
 
+from raydeck.backends.ray_api import RayJobInfo
 from raydeck.core.errors import RaydeckError
 from raydeck.core.models import JobState
 from raydeck.core.models.jobs import TERMINAL_JOB_STATES
@@ -33,7 +34,7 @@ class JobReconciler:
     async def tick(self) -> None:
         targets = await asyncio.to_thread(self._live_jobs_by_cluster)
         for target, submission_ids in targets:
-            self.loop.spawn(target.cluster_id, lambda t=target, s=submission_ids: self._sync(t, s))
+            self.loop.spawn(target.cluster_id, partial(self._sync, target, submission_ids))
 
     def _live_jobs_by_cluster(self) -> list[tuple[ClusterTarget, list[str]]]:
         by_cluster: dict[str, list[JobRow]] = defaultdict(list)

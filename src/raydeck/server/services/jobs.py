@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from raydeck.backends.ray_api import RayDashboardClient, RayJobInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from raydeck.backends.ray_api import RayDashboardClient, RayJobInfo
 from raydeck.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -225,8 +225,9 @@ async def delete_job(state: ServerState, job_id: str) -> Job:
     _, target = await asyncio.to_thread(_load, state, job_id)
     if target is not None:
         # Already gone from Ray is fine: the record is what we delete.
-        async with target.client() as ray, contextlib.suppress(NotFoundError):
-            await ray.delete_job(job.submission_id)
+        async with target.client() as ray:
+            with contextlib.suppress(NotFoundError):
+                await ray.delete_job(job.submission_id)
     await asyncio.to_thread(_delete_row, state, job.id)
     return job
 
