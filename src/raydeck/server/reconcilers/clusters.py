@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from functools import partial
+from typing import Any
 
 from sqlalchemy import delete, select
 
