@@ -1,0 +1,470 @@
+"""RayDashboardClient: error translation over httpx.MockTransport, then the real Jobs API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psutil
+import pytest
+
+from raydeck.backends.ray_api import (
+    ClusterLoad,
+    RayDashboardClient,
+    RayJobInfo,
+    clean_ray_message,
+)
+from raydeck.core.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+
+T = TypeVar("T")
+
+# Bodies as Ray 2.60 sent them (captured from a live dashboard).
+RAY_400_BODY = """Traceback (most recent call last):
+  File "/ray/dashboard/modules/job/utils.py", line 128, in parse_and_validate_request
+    return validate_request_type(json_data, request_type)
+           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File "/ray/dashboard/modules/job/common.py", line 483, in __post_init__
+    raise TypeError(f"entrypoint must be a string, got {type(self.entrypoint)}")
+TypeError: entrypoint must be a string, got <class 'int'>
+"""
+RAY_NESTED_500_BODY = """Traceback (most recent call last):
+  File "/ray/dashboard/modules/job/job_head.py", line 134, in _raise_error
+    raise RuntimeError(f"Request failed with status code {status}: {error_text}.")
+RuntimeError: Request failed with status code 400: Traceback (most recent call last):
+  File "/ray/dashboard/modules/job/job_manager.py", line 553, in submit_job
+    raise ValueError(
+ValueError: Job with submission_id j1 already exists. Please use a different submission_id.
+.
+"""
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> RayDashboardClient:
+    return RayDashboardClient("http://ray.test:8265", "tok", transport=httpx.MockTransport(handler))
+
+
+def answer(status: int, text: str) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda request: httpx.Response(status, text=text)
+
+
+async def call_get_job(client: RayDashboardClient) -> RayJobInfo:
+    async with client:
+        return await client.get_job("j1")
+
+
+# -- error translation (no Ray) -------------------------------------------------------------
+
+
+def test_unreachable_dashboard_is_unavailable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    with pytest.raises(UnavailableError, match="cannot reach Ray dashboard"):
+        run(call_get_job(mock_client(refuse)))
+
+
+def test_closed_port_is_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = RayDashboardClient(f"http://127.0.0.1:{port}", "tok", timeout=5)
+    with pytest.raises(UnavailableError):
+        run(call_get_job(client))
+
+
+def test_400_traceback_becomes_one_line_invalid_argument() -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        run(call_get_job(mock_client(answer(400, RAY_400_BODY))))
+    assert info.value.message == "entrypoint must be a string, got <class 'int'>"
+    assert "\n" not in info.value.message and "Traceback" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (404, "Job j1 does not exist", NotFoundError),
+        (500, RAY_NESTED_500_BODY, AlreadyExistsError),
+        (
+            500,
+            "RuntimeError: Attempted to delete job 'j1', but it is in a non-terminal state "
+            "RUNNING.\n.\n",
+            FailedPreconditionError,
+        ),
+        (403, "Forbidden: Invalid authentication token", FailedPreconditionError),
+        (500, "No available agent to submit job, please try again later.", UnavailableError),
+        (500, json.dumps({"result": False, "msg": "GCS timed out"}), UnavailableError),
+    ],
+)
+def test_ray_status_codes_map_to_error_tree(status: int, body: str, error: type) -> None:
+    with pytest.raises(error) as info:
+        run(call_get_job(mock_client(answer(status, body))))
+    assert "\n" not in str(info.value)
+
+
+def test_clean_ray_message_keeps_innermost_error() -> None:
+    assert clean_ray_message(RAY_NESTED_500_BODY) == (
+        "Job with submission_id j1 already exists. Please use a different submission_id."
+    )
+    assert clean_ray_message("\n  \n.\n") == "Ray request failed"
+
+
+def test_submit_sends_token_and_only_set_fields() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"job_id": None, "submission_id": "abc"})
+
+    async def go() -> str:
+        async with mock_client(handler) as client:
+            return await client.submit_job("echo hi", entrypoint_num_cpus=0.5)
+
+    assert run(go()) == "abc"
+    assert seen[0].url.path == "/api/jobs/"
+    assert seen[0].headers["Authorization"] == "Bearer tok"
+    assert json.loads(seen[0].content) == {"entrypoint": "echo hi", "entrypoint_num_cpus": 0.5}
+
+
+def test_get_job_parses_ms_epoch() -> None:
+    body = {
+        "submission_id": "j1",
+        "status": "SUCCEEDED",
+        "entrypoint": "echo",
+        "message": "ok",
+        "start_time": 1795598662047,
+        "end_time": None,
+        "metadata": {"a": "b"},
+    }
+    job = run(call_get_job(mock_client(lambda r: httpx.Response(200, json=body))))
+    assert job.start_time is not None and job.start_time.timestamp() == 1795598662.047
+    assert job.end_time is None and job.metadata == {"a": "b"}
+
+
+def test_cluster_load_parses_ray_report() -> None:
+    node_id = "n1"
+    status = {
+        "data": {
+            "autoscalingStatus": "Cluster status\n - NodeIdleSeconds: Min=7 Mean=7 Max=7\n",
+            "clusterStatus": {
+                "time": 1795598373.79,
+                "loadMetricsReport": {
+                    "resourceDemand": [[{"CPU": 1.0, "my_accel": 1.0}, 2]],
+                    "pgDemand": [[{"bundles": [[{"CPU": 1.0}, 2]], "strategy": "STRICT_PACK"}, 1]],
+                    "requestDemand": [],
+                    # the dashboard camelCases these keys, resource names included
+                    "usageByNode": {node_id: {"CPU": [1.0, 2.0], "myAccel": [0.0, 1.0]}},
+                },
+            },
+        }
+    }
+    summary = {
+        "data": {
+            "summary": [
+                {
+                    "raylet": {
+                        "nodeId": node_id,
+                        "state": "ALIVE",
+                        "nodeManagerAddress": "10.0.0.5",
+                        "nodeManagerPort": 41007,
+                    }
+                }
+            ]
+        }
+    }
+    states = {
+        "data": {
+            "result": {
+                "result": [
+                    {
+                        "node_id": node_id,
+                        "state": "ALIVE",
+                        "is_head_node": True,
+                        "resources_total": {"CPU": 2.0, "my_accel": 1.0, "node:10.0.0.5": 1.0},
+                    }
+                ]
+            }
+        }
+    }
+    routes = {"/api/cluster_status": status, "/nodes": summary, "/api/v0/nodes": states}
+
+    async def go() -> ClusterLoad:
+        fake = mock_client(lambda r: httpx.Response(200, json=routes[r.url.path]))
+        async with fake as client:
+            return await client.cluster_load()
+
+    load = run(go())
+    assert load.demands == ({"CPU": 1.0, "my_accel": 1.0},) * 2 + ({"CPU": 1.0},) * 2
+    assert load.placement_groups[0].strategy == "STRICT_PACK"
+    (node,) = load.nodes
+    assert node.address == "10.0.0.5:41007" and node.is_head
+    assert node.available == {"CPU": 1.0, "my_accel": 1.0, "node:10.0.0.5": 1.0}
+    assert node.busy and node.idle_seconds == 0.0
+
+
+# -- live: a raw `ray start` cluster ---------------------------------------------------------
+
+MARKER_ENV = "RAYDECK_TEST_RAY_CLUSTER"
+PORT_BLOCK = 48  # 9 fixed ports + a 32-port worker range
+
+
+@dataclass(frozen=True)
+class RawCluster:
+    dashboard_url: str
+    ray_client_address: str
+    token: str
+    node_manager_port: int
+    temp_dir: str
+    marker: str
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port_block(size: int) -> int:
+    # Below Linux's ephemeral range (32768+) so outgoing connections cannot take them.
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - size)
+        if all(_port_free(p) for p in range(base, base + size)):
+            return base
+    raise RuntimeError("no free port block")
+
+
+def stop_raw_cluster(marker: str, temp_dir: str) -> None:
+    """Kill exactly this cluster's processes: marker env var or temp dir in the cmdline."""
+    mine: list[psutil.Process] = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if temp_dir in cmdline or proc.environ().get(MARKER_ENV) == marker:
+                mine.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    for proc in mine:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def start_raw_cluster(resources: dict[str, float] | None = None) -> RawCluster:
+    base = _free_port_block(PORT_BLOCK)
+    temp_dir = tempfile.mkdtemp(prefix="rdk-t-")  # short: Ray's unix socket paths must fit
+    token, marker = secrets.token_hex(16), secrets.token_hex(8)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, MARKER_ENV: marker}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    ports = dict(
+        zip(
+            [
+                "--port",
+                "--dashboard-port",
+                "--ray-client-server-port",
+                "--dashboard-agent-listen-port",
+                "--dashboard-agent-grpc-port",
+                "--metrics-export-port",
+                "--runtime-env-agent-port",
+                "--node-manager-port",
+                "--object-manager-port",
+            ],
+            range(base, base + 9),
+            strict=True,
+        )
+    )
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head"]
+    cmd += [f"{flag}={port}" for flag, port in ports.items()]
+    cmd += [
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={temp_dir}",
+        "--num-cpus=1",
+        "--disable-usage-stats",
+        f"--min-worker-port={base + 16}",
+        f"--max-worker-port={base + PORT_BLOCK - 1}",
+    ]
+    if resources:
+        cmd.append(f"--resources={json.dumps(resources)}")
+    try:
+        done = subprocess.run(
+            cmd, env=env, cwd=temp_dir, capture_output=True, text=True, timeout=180
+        )
+    except subprocess.TimeoutExpired:
+        stop_raw_cluster(marker, temp_dir)
+        raise
+    if done.returncode != 0:
+        stop_raw_cluster(marker, temp_dir)
+        raise RuntimeError(f"ray start failed: {done.stderr[-2000:]}")
+    return RawCluster(
+        dashboard_url=f"http://127.0.0.1:{ports['--dashboard-port']}",
+        ray_client_address=f"127.0.0.1:{ports['--ray-client-server-port']}",
+        token=token,
+        node_manager_port=ports["--node-manager-port"],
+        temp_dir=temp_dir,
+        marker=marker,
+    )
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RawCluster]:
+    cluster = start_raw_cluster()
+    try:
+        yield cluster
+    finally:
+        stop_raw_cluster(cluster.marker, cluster.temp_dir)
+
+
+async def eventually(
+    probe: Callable[[], Coroutine[Any, Any, T]],
+    accept: Callable[[T], bool],
+    *,
+    timeout: float = 120.0,
+) -> T:
+    """Poll ``probe`` until ``accept`` holds (Ray's monitor reports every ~5 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition never held; last value: {value!r}")
+        await asyncio.sleep(0.5)
+
+
+def py(code: str) -> str:
+    return f"{sys.executable} -c {json.dumps(code)}"
+
+
+@pytest.mark.ray
+def test_job_submit_logs_delete(ray_cluster: RawCluster) -> None:
+    async def go() -> None:
+        async with RayDashboardClient(ray_cluster.dashboard_url, ray_cluster.token) as ray:
+            assert (await ray.version())["ray_version"] == "2.60.0"
+            sid = await ray.submit_job(py("print('hello-raydeck')"), metadata={"owner": "t"})
+            job = await eventually(
+                lambda: ray.get_job(sid), lambda j: j.status in {"SUCCEEDED", "FAILED"}
+            )
+            assert job.status == "SUCCEEDED", job.message
+            assert job.start_time is not None and job.end_time is not None
+            assert job.metadata == {"owner": "t"}
+            assert "hello-raydeck" in await ray.get_job_logs(sid)
+            assert sid in {j.submission_id for j in await ray.list_jobs()}
+            with pytest.raises(AlreadyExistsError):
+                await ray.submit_job("echo again", submission_id=sid)
+            assert await ray.delete_job(sid) is True
+            with pytest.raises(NotFoundError):
+                await ray.get_job(sid)
+
+    run(go())
+
+
+@pytest.mark.ray
+def test_job_stop_and_unknown_job(ray_cluster: RawCluster) -> None:
+    async def go() -> None:
+        async with RayDashboardClient(ray_cluster.dashboard_url, ray_cluster.token) as ray:
+            sid = await ray.submit_job("sleep 300", submission_id="rdk-stop-me")
+            await eventually(lambda: ray.get_job(sid), lambda j: j.status == "RUNNING")
+            with pytest.raises(FailedPreconditionError):
+                await ray.delete_job(sid)  # Ray refuses to delete a running job
+            assert await ray.stop_job(sid) is True
+            await eventually(lambda: ray.get_job(sid), lambda j: j.status == "STOPPED")
+            for call in (ray.get_job, ray.stop_job, ray.delete_job, ray.get_job_logs):
+                with pytest.raises(NotFoundError):
+                    await call("no-such-job")
+        async with RayDashboardClient(ray_cluster.dashboard_url, "wrong-token") as ray:
+            with pytest.raises(FailedPreconditionError):
+                await ray.list_jobs()
+
+    run(go())
+
+
+DEMAND_DRIVER = """
+import time, ray
+from ray.util.placement_group import placement_group
+ray.init()
+@ray.remote(resources={"accel": 1})
+def needs_accel():
+    return 1
+refs = [needs_accel.remote() for _ in range(3)]
+pg = placement_group([{"CPU": 1, "accel": 1}], strategy="STRICT_PACK")
+time.sleep(600)
+"""
+BUSY_DRIVER = """
+import time, ray
+ray.init()
+@ray.remote(num_cpus=1)
+def hold():
+    time.sleep(600)
+ref = hold.remote()
+time.sleep(600)
+"""
+
+
+@pytest.mark.ray
+def test_cluster_load_demand_busy_and_idle(ray_cluster: RawCluster) -> None:
+    async def go() -> None:
+        async with RayDashboardClient(ray_cluster.dashboard_url, ray_cluster.token) as ray:
+            load = await ray.cluster_load()
+            (head,) = load.nodes
+            assert head.is_head and head.address.endswith(f":{ray_cluster.node_manager_port}")
+            assert head.total["CPU"] == 1.0
+
+            demand_job = await ray.submit_job(py(DEMAND_DRIVER))
+            load = await eventually(
+                ray.cluster_load,
+                lambda lo: sum(1 for d in lo.demands if d.get("accel") == 1.0) >= 4,
+            )
+            assert {"CPU": 1.0, "accel": 1.0} in load.demands  # tasks: 1 CPU by default
+            assert load.placement_groups[0].strategy == "STRICT_PACK"
+            await ray.stop_job(demand_job)
+            await eventually(ray.cluster_load, lambda lo: not lo.demands)
+
+            busy_job = await ray.submit_job(py(BUSY_DRIVER))
+            load = await eventually(ray.cluster_load, lambda lo: lo.nodes[0].busy)
+            assert load.nodes[0].available["CPU"] == 0.0
+            assert load.nodes[0].idle_seconds == 0.0
+            await ray.stop_job(busy_job)
+
+            # Idle time appears once nothing runs, then grows between monitor reports.
+            first = await eventually(
+                ray.cluster_load, lambda lo: (lo.nodes[0].idle_seconds or 0.0) > 0
+            )
+            first_idle = first.nodes[0].idle_seconds or 0.0
+            later = await eventually(
+                ray.cluster_load, lambda lo: (lo.nodes[0].idle_seconds or 0.0) > first_idle
+            )
+            assert not later.nodes[0].busy
+
+    run(go())
