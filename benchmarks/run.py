@@ -1,0 +1,170 @@
+"""``make bench``: Raydeck against raw Ray, measured in the same run on this machine.
+
+Figures (issue 3): cluster create→RUNNING vs raw `ray start` of the same processes; trivial
+job submit→SUCCEEDED vs the raw Ray Jobs API; API get/list p50/p99 with 1,000 jobs stored.
+Rounds alternate raw and Raydeck so background noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks.raw_ray import RawCluster
+from benchmarks.report import Figure, write_report
+from raydeck.client import RaydeckClient
+from raydeck.core.ids import new_id
+from raydeck.core.models import ClusterCreate, JobState
+from raydeck.db.models import JobRow
+from raydeck.db.session import Database
+from raydeck.devtools import ServerProcess
+
+CLUSTER_ROUNDS = 3
+JOB_ROUNDS = 7
+API_REQUESTS = 400
+RAW_BASE_PORT = 56000
+
+
+def _cluster_spec(name: str) -> ClusterCreate:
+    return ClusterCreate.model_validate(
+        {
+            "name": name,
+            "head": {"num_cpus": 1},
+            "worker_pools": [{"name": "accel", "replica_count": 2, "resources": {"accel": 1}}],
+        }
+    )
+
+
+def _wait_running(client: RaydeckClient, name: str) -> None:
+    client.clusters.wait(name, timeout=300, poll=0.05)
+
+
+def bench_cluster_create(client: RaydeckClient) -> list[Figure]:
+    raw_times, raydeck_times = [], []
+    for round_index in range(CLUSTER_ROUNDS):
+        raw = RawCluster(RAW_BASE_PORT)
+        try:
+            raw_times.append(raw.start())
+        finally:
+            raw.stop()
+        name = f"bench-create-{round_index}"
+        begin = time.monotonic()
+        client.clusters.create(_cluster_spec(name))
+        _wait_running(client, name)
+        raydeck_times.append(time.monotonic() - begin)
+        client.clusters.delete(name)
+        client.clusters.wait_deleted(name)
+        print(f"  round {round_index}: raw {raw_times[-1]:.2f}s, raydeck {raydeck_times[-1]:.2f}s")
+    raydeck, raw_median = statistics.median(raydeck_times), statistics.median(raw_times)
+    return [
+        Figure("cluster create→RUNNING, head + 2 workers (median)", "s", raydeck, raw_median, 1.5),
+        Figure("cluster create→RUNNING, absolute", "s", raydeck, None, 10.0, absolute=True),
+    ]
+
+
+def bench_jobs(client: RaydeckClient) -> list[Figure]:
+    client.clusters.create(ClusterCreate(name="bench-jobs"))
+    _wait_running(client, "bench-jobs")
+    raw = RawCluster(RAW_BASE_PORT, workers=0)
+    raw_times, raydeck_times = [], []
+    try:
+        raw.start()
+        raw_jobs = raw.jobs()
+        raw.submit_and_wait(raw_jobs, "echo warm")  # first job pays for the job agent's warm-up
+        client.jobs.wait(client.jobs.submit("bench-jobs", "echo warm").id, poll=0.02)
+        for _ in range(JOB_ROUNDS):
+            raw_times.append(raw.submit_and_wait(raw_jobs, "echo hi"))
+            begin = time.monotonic()
+            job = client.jobs.submit("bench-jobs", "echo hi")
+            done = client.jobs.wait(job.id, poll=0.02)
+            raydeck_times.append(time.monotonic() - begin)
+            assert done.state is JobState.SUCCEEDED, done.message
+    finally:
+        raw.stop()
+    return [
+        Figure(
+            "trivial job submit→SUCCEEDED (median)",
+            "s",
+            statistics.median(raydeck_times),
+            statistics.median(raw_times),
+            1.2,
+        )
+    ]
+
+
+def _store_jobs(db_url: str, cluster_id: str, count: int) -> list[str]:
+    db = Database(db_url)
+    ids = [new_id("job") for _ in range(count)]
+    with db.session() as session:
+        session.add_all(
+            JobRow(
+                id=job_id,
+                cluster_id=cluster_id,
+                cluster_name="bench-jobs",
+                submission_id=f"stored-{i}",
+                entrypoint="python train.py",
+                job_metadata={"i": str(i)},
+                state=JobState.SUCCEEDED.value,
+            )
+            for i, job_id in enumerate(ids)
+        )
+    db.dispose()
+    return ids
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
+
+
+def bench_api(server: ServerProcess, client: RaydeckClient) -> list[Figure]:
+    cluster = client.clusters.get("bench-jobs")
+    ids = _store_jobs(f"sqlite:///{server.home / 'raydeck.db'}", cluster.id, 1000)
+    figures = []
+    headers = {"Authorization": f"Bearer {server.token}"}
+    with httpx.Client(base_url=server.url, headers=headers) as http:
+        paths = {
+            "GET job": lambda: f"/api/v1/jobs/{random.choice(ids)}",
+            "LIST jobs (page of 100)": lambda: "/api/v1/jobs?page_size=100",
+            "GET cluster": lambda: "/api/v1/clusters/bench-jobs",
+        }
+        for label, path in paths.items():
+            samples = []
+            for _ in range(API_REQUESTS):
+                begin = time.perf_counter()
+                response = http.get(path())
+                samples.append((time.perf_counter() - begin) * 1000)
+                response.raise_for_status()
+            p50, p99 = _percentiles(samples)
+            figures.append(Figure(f"API {label} p50, 1,000 jobs stored", "ms", p50, None, 50, True))
+            figures.append(Figure(f"API {label} p99, 1,000 jobs stored", "ms", p99, None, 50, True))
+    return figures
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="raydeck-bench-"))
+    server = ServerProcess(home, env={"RAYDECK_RECONCILE_INTERVAL": "0.2"})
+    server.start()
+    figures: list[Figure] = []
+    try:
+        with RaydeckClient(server.url, server.token, timeout=120) as client:
+            print("cluster create…")
+            figures += bench_cluster_create(client)
+            print("jobs…")
+            figures += bench_jobs(client)
+            print("API latency…")
+            figures += bench_api(server, client)
+            client.clusters.delete("bench-jobs")
+            client.clusters.wait_deleted("bench-jobs")
+    finally:
+        server.stop()
+    write_report(figures)
+
+
+if __name__ == "__main__":
+    main()
