@@ -8,6 +8,7 @@ import json
 import os
 import random
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -364,7 +365,7 @@ async def eventually(
 
 
 def py(code: str) -> str:
-    return f"{sys.executable} -c {json.dumps(code)}"
+    return f"{sys.executable} -c {shlex.quote(code)}"
 
 
 @pytest.mark.ray
@@ -436,7 +437,15 @@ time.sleep(600)
 def test_cluster_load_demand_busy_and_idle(ray_cluster: RawCluster) -> None:
     async def go() -> None:
         async with RayDashboardClient(ray_cluster.dashboard_url, ray_cluster.token) as ray:
-            load = await ray.cluster_load()
+            # A fresh cluster answers UnavailableError until the monitor's first report.
+            async def first_report() -> ClusterLoad | None:
+                try:
+                    return await ray.cluster_load()
+                except UnavailableError:
+                    return None
+
+            load = await eventually(first_report, lambda lo: lo is not None)
+            assert load is not None
             (head,) = load.nodes
             assert head.is_head and head.address.endswith(f":{ray_cluster.node_manager_port}")
             assert head.total["CPU"] == 1.0

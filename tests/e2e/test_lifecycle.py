@@ -8,6 +8,8 @@ delete → no process of the cluster is left.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -80,6 +82,28 @@ def test_cluster_connect_jobs_scale_delete(
     assert jobs.get_job_status(submission_id) == JobStatus.SUCCEEDED
     assert "hello from the job" in jobs.get_job_logs(submission_id)
     assert "hello from the job" in live_client.jobs.logs(job.id)
+
+    # Ray's own CLI too, including its websocket log tail.
+    cli = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("ray")),
+            "job",
+            "submit",
+            "--address",
+            f"{live_server.url}/api/v1/clusters/e2e/ray",
+            "--headers",
+            json.dumps({"Authorization": f"Bearer {live_server.token}"}),
+            "--",
+            "echo",
+            "tailed-through-raydeck",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "tailed-through-raydeck" in cli.stdout + cli.stderr
+    assert "succeeded" in cli.stdout + cli.stderr
 
     # The proxy refuses Ray calls without a Raydeck token, and Ray itself refuses no token.
     assert httpx.get(f"{live_server.url}/api/v1/clusters/e2e/ray/api/jobs/").status_code == 401

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from raydeck.core.errors import PermissionDeniedError, UnauthenticatedError
 from raydeck.core.models import Role, Token
@@ -29,7 +30,7 @@ def role_allows(role: Role, permission: str) -> bool:
     return verb in _READ_VERBS and resource != "tokens"
 
 
-def bearer_secret(request: Request) -> str:
+def bearer_secret(request: HTTPConnection) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -37,7 +38,7 @@ def bearer_secret(request: Request) -> str:
     return secret.strip()
 
 
-def authorize(request: Request, state: ServerState, permission: str) -> Principal:
+def authorize(request: HTTPConnection, state: ServerState, permission: str) -> Principal:
     """401 without a valid token, 403 when the token's role lacks ``permission``."""
     secret = bearer_secret(request)
     with state.db.session() as session:

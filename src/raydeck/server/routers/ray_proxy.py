@@ -12,12 +12,15 @@ import json
 import logging
 
 import httpx
-from fastapi import APIRouter, Request, Response
+import websockets
+from fastapi import APIRouter, Request, Response, WebSocket
+from websockets.asyncio.client import connect as ws_connect
 
 from raydeck.core.errors import RaydeckError, UnavailableError
 from raydeck.server.auth import authorize
 from raydeck.server.routers.common import State
 from raydeck.server.services import jobs as job_service
+from raydeck.server.state import ServerState
 
 router = APIRouter(prefix="/api/v1/clusters/{cluster}/ray", tags=["ray"])
 log = logging.getLogger(__name__)
@@ -72,6 +75,33 @@ async def _record(
         )
     except (ValueError, KeyError, RaydeckError) as exc:  # Ray accepted it; keep its answer
         log.warning("could not record job submitted through the Ray proxy: %s", exc)
+
+
+@router.websocket("/api/jobs/{submission_id}/logs/tail")
+async def tail_job_logs(websocket: WebSocket, cluster: str, submission_id: str) -> None:
+    """Ray's log tail is a websocket (used by `ray job submit`/`ray job logs -f`): relay it."""
+    state: ServerState = websocket.app.state.raydeck
+    try:
+        await asyncio.to_thread(authorize, websocket, state, "jobs.get")
+        target = await asyncio.to_thread(job_service.cluster_target, state, cluster)
+    except RaydeckError as exc:
+        await websocket.close(code=1008, reason=exc.message[:120])
+        return
+    url = target.dashboard_url.replace("http", "ws", 1).rstrip("/")
+    headers = {"Authorization": f"Bearer {target.ray_auth_token}"}
+    await websocket.accept()
+    try:
+        async with ws_connect(
+            f"{url}/api/jobs/{submission_id}/logs/tail", additional_headers=headers
+        ) as upstream:
+            async for message in upstream:
+                if isinstance(message, bytes):
+                    await websocket.send_bytes(message)
+                else:
+                    await websocket.send_text(message)
+    except (OSError, websockets.WebSocketException) as exc:
+        log.info("log tail of %s on %s ended: %s", submission_id, cluster, exc)
+    await websocket.close()
 
 
 for _method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
