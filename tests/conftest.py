@@ -21,8 +21,15 @@ pytest_plugins = ["tests.ray_fixtures"]
 class Api:
     """An in-process server with one token per role."""
 
-    def __init__(self, home: Path, *, run_reconcilers: bool) -> None:
-        self.settings = Settings(home=home, reconcile_interval=0.05, default_backend="memory")
+    def __init__(
+        self, home: Path, *, run_reconcilers: bool, database_url: str | None = None
+    ) -> None:
+        self.settings = Settings(
+            home=home,
+            reconcile_interval=0.05,
+            default_backend="memory",
+            database_url=database_url,
+        )
         self.backend = InMemoryClusterBackend()
         self.app = create_app(
             self.settings, backends={"memory": self.backend}, run_reconcilers=run_reconcilers

@@ -148,9 +148,20 @@ async def submit_job(state: ServerState, cluster: str, request: JobSubmit) -> Jo
     return await asyncio.to_thread(record_submission, state, target, submission_id, request)
 
 
+def summarize_message(message: str | None) -> str | None:
+    """Ray puts the log tail into a failed job's message; keep one line of reason plus the
+    last line of output (usually the exception), and leave the rest to ``logs``."""
+    if not message:
+        return message
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    head = lines[0].removesuffix(":").split(", last available logs")[0]
+    summary = head if len(lines) == 1 else f"{head}: {lines[-1]}"
+    return summary[:1000]
+
+
 def apply_ray_info(row: JobRow, info: RayJobInfo) -> None:
     row.state = info.status if info.status in JobState.__members__ else row.state
-    row.message = info.message
+    row.message = summarize_message(info.message)
     row.start_time = info.start_time or row.start_time
     row.end_time = info.end_time or row.end_time
 

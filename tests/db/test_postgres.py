@@ -1,0 +1,140 @@
+"""The control plane on a real PostgreSQL server (Debian's postgresql, started here).
+
+Skipped only when no PostgreSQL binaries exist on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from raydeck.core.errors import AlreadyExistsError
+from raydeck.core.models import ClusterCreate
+from raydeck.db.session import upgrade_schema
+from raydeck.devtools import free_port
+from tests.conftest import Api
+
+pytestmark = pytest.mark.postgres
+
+PG_BIN = next(
+    (p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)),
+    None,
+)
+
+
+def _as_postgres_user() -> list[str]:
+    # initdb refuses to run as root; Debian's package creates the `postgres` user.
+    if os.geteuid() != 0:
+        return []
+    pwd.getpwnam("postgres")
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    if PG_BIN is None or not (PG_BIN / "initdb").exists():
+        pytest.skip("no PostgreSQL server binaries on this machine")
+    # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="raydeck-pg-"))
+    data, sockets = base / "data", base / "sock"
+    sockets.mkdir()
+    prefix = _as_postgres_user()
+    if prefix:
+        shutil.chown(base, "postgres")
+        shutil.chown(sockets, "postgres")
+    subprocess.run(
+        [*prefix, str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [
+            *prefix,
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-w",
+            "start",
+            "-l",
+            str(base / "pg.log"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_api(tmp_path: Path, postgres_url: str) -> Iterator[Api]:
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:  # each test starts from an empty schema
+        for table in ("jobs", "clusters", "tokens", "alembic_version"):
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    engine.dispose()
+    server = Api(tmp_path / "home", run_reconcilers=True, database_url=postgres_url)
+    yield server
+    server.close()
+
+
+def test_migrations_create_the_schema(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    upgrade_schema(engine)
+    upgrade_schema(engine)  # idempotent
+    assert {"clusters", "jobs", "tokens", "alembic_version"} <= set(
+        inspect(engine).get_table_names()
+    )
+    engine.dispose()
+
+
+def test_cluster_lifecycle_on_postgres(pg_api: Api) -> None:
+    sdk = pg_api.sdk()
+    spec = {"name": "pg", "worker_pools": [{"name": "w", "replica_count": 2}]}
+    sdk.clusters.create(ClusterCreate.model_validate(spec))
+    with pytest.raises(AlreadyExistsError):
+        sdk.clusters.create(ClusterCreate.model_validate(spec))
+    running = sdk.clusters.wait("pg", timeout=20)
+    assert running.worker_pools[0].current_replica_count == 2
+    assert running.created_at.tzinfo is not None
+    sdk.clusters.scale("pg", "w", 1)
+    assert sdk.clusters.wait("pg", timeout=20).worker_pools[0].current_replica_count == 1
+    sdk.clusters.delete("pg")
+    sdk.clusters.wait_deleted("pg", timeout=20)
+
+
+def test_auth_and_paging_on_postgres(pg_api: Api) -> None:
+    assert pg_api.http.get("/api/v1/clusters").status_code == 401
+    viewer = pg_api.http.post(
+        "/api/v1/clusters", json={"name": "x"}, headers=pg_api.headers("viewer")
+    )
+    assert viewer.status_code == 403
+    sdk = pg_api.sdk()
+    for i in range(3):
+        sdk.clusters.create(ClusterCreate(name=f"p{i}"))
+    first = sdk.clusters.list(page_size=2)
+    second = sdk.clusters.list(page_size=2, page_token=first.next_page_token)
+    assert [c.name for c in first.items + second.items] == ["p0", "p1", "p2"]
+    assert second.next_page_token is None
+    deadline = time.monotonic() + 20
+    while any(c.state != "RUNNING" for c in sdk.clusters.list().items):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
