@@ -7,14 +7,10 @@ import os
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from raydeck.cli.output import console
 from raydeck.client.config import write_credentials, write_server_info
 from raydeck.core.settings import Settings
-from raydeck.db.session import Database
-from raydeck.server.app import create_app
-from raydeck.server.services.tokens import ensure_admin_token
 
 
 def serve(
@@ -23,6 +19,14 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug|info|warning")] = "info",
 ) -> None:
     """Run the Raydeck control-plane server in the foreground."""
+    # The server stack (FastAPI, SQLAlchemy, Alembic) is imported only here: every other
+    # command stays fast to start.
+    import uvicorn
+
+    from raydeck.db.session import Database
+    from raydeck.server.app import create_app
+    from raydeck.server.services.tokens import ensure_admin_token
+
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     url = f"http://{settings.host}:{settings.port}"
