@@ -126,6 +126,11 @@ def test_ray_status_codes_map_to_error_tree(status: int, body: str, error: type)
     assert "\n" not in str(info.value)
 
 
+def test_unexpected_answer_shape_is_unavailable() -> None:
+    with pytest.raises(UnavailableError, match="unexpected Ray dashboard answer"):
+        run(call_get_job(mock_client(lambda r: httpx.Response(200, json=["not", "a", "job"]))))
+
+
 def test_clean_ray_message_keeps_innermost_error() -> None:
     assert clean_ray_message(RAY_NESTED_500_BODY) == (
         "Job with submission_id j1 already exists. Please use a different submission_id."
@@ -166,70 +171,54 @@ def test_get_job_parses_ms_epoch() -> None:
 
 
 def test_cluster_load_parses_ray_report() -> None:
-    node_id = "n1"
+    report = {
+        "resourceDemand": [[{"CPU": 1.0, "my_accel": 1.0}, 2]],
+        "pgDemand": [[{"bundles": [[{"CPU": 1.0}, 2]], "strategy": "STRICT_PACK"}, 1]],
+        "requestDemand": [],
+        # the dashboard camelCases these keys, resource names included
+        "usageByNode": {"n1": {"CPU": [1.0, 2.0], "myAccel": [0.0, 1.0]}},
+    }
+    idle = "Cluster status\n - NodeIdleSeconds: Min=7 Mean=7 Max=7\n"
     status = {
-        "data": {
-            "autoscalingStatus": "Cluster status\n - NodeIdleSeconds: Min=7 Mean=7 Max=7\n",
-            "clusterStatus": {
-                "time": 1795598373.79,
-                "loadMetricsReport": {
-                    "resourceDemand": [[{"CPU": 1.0, "my_accel": 1.0}, 2]],
-                    "pgDemand": [[{"bundles": [[{"CPU": 1.0}, 2]], "strategy": "STRICT_PACK"}, 1]],
-                    "requestDemand": [],
-                    # the dashboard camelCases these keys, resource names included
-                    "usageByNode": {node_id: {"CPU": [1.0, 2.0], "myAccel": [0.0, 1.0]}},
-                },
-            },
-        }
+        "autoscalingStatus": idle,
+        "clusterStatus": {"time": 1.7e9, "loadMetricsReport": report},
     }
-    summary = {
-        "data": {
-            "summary": [
-                {
-                    "raylet": {
-                        "nodeId": node_id,
-                        "state": "ALIVE",
-                        "nodeManagerAddress": "10.0.0.5",
-                        "nodeManagerPort": 41007,
-                    }
-                }
-            ]
-        }
-    }
-    states = {
-        "data": {
-            "result": {
-                "result": [
-                    {
-                        "node_id": node_id,
-                        "state": "ALIVE",
-                        "is_head_node": True,
-                        "resources_total": {"CPU": 2.0, "my_accel": 1.0, "node:10.0.0.5": 1.0},
-                    }
-                ]
-            }
-        }
-    }
+    raylet = {"nodeId": "n1", "state": "ALIVE", "nodeManagerAddress": "10.0.0.5"}
+    totals = {"CPU": 2.0, "my_accel": 1.0, "node:10.0.0.5": 1.0}
+    node = {"node_id": "n1", "state": "ALIVE", "is_head_node": True, "resources_total": totals}
+    summary = {"summary": [{"raylet": raylet | {"nodeManagerPort": 41007}}]}
+    states = {"result": {"result": [node]}}
     routes = {"/api/cluster_status": status, "/nodes": summary, "/api/v0/nodes": states}
 
     async def go() -> ClusterLoad:
-        fake = mock_client(lambda r: httpx.Response(200, json=routes[r.url.path]))
+        fake = mock_client(lambda r: httpx.Response(200, json={"data": routes[r.url.path]}))
         async with fake as client:
             return await client.cluster_load()
 
     load = run(go())
     assert load.demands == ({"CPU": 1.0, "my_accel": 1.0},) * 2 + ({"CPU": 1.0},) * 2
     assert load.placement_groups[0].strategy == "STRICT_PACK"
-    (node,) = load.nodes
-    assert node.address == "10.0.0.5:41007" and node.is_head
-    assert node.available == {"CPU": 1.0, "my_accel": 1.0, "node:10.0.0.5": 1.0}
-    assert node.busy and node.idle_seconds == 0.0
+    (head,) = load.nodes
+    assert head.address == "10.0.0.5:41007" and head.is_head
+    assert head.available == {"CPU": 1.0, "my_accel": 1.0, "node:10.0.0.5": 1.0}
+    assert head.busy and head.idle_seconds == 0.0
 
 
 # -- live: a raw `ray start` cluster ---------------------------------------------------------
 
 MARKER_ENV = "RAYDECK_TEST_RAY_CLUSTER"
 PORT_BLOCK = 48  # 9 fixed ports + a 32-port worker range
+PORT_FLAGS = [
+    "--port",
+    "--dashboard-port",
+    "--ray-client-server-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+    "--node-manager-port",
+    "--object-manager-port",
+]
 
 
 @dataclass(frozen=True)
@@ -252,21 +241,31 @@ def _port_free(port: int) -> bool:
 
 
 def _free_port_block(size: int) -> int:
-    # Below Linux's ephemeral range (32768+) so outgoing connections cannot take them.
+    # Below Linux's ephemeral range (32768+) so outgoing connections cannot take them, and
+    # above 23000-23999, where every head's Ray Client proxier starts per-client servers.
     for _ in range(200):
-        base = random.randrange(20000, 32000 - size)
+        base = random.randrange(24000, 32000 - size)
         if all(_port_free(p) for p in range(base, base + size)):
             return base
     raise RuntimeError("no free port block")
 
 
 def stop_raw_cluster(marker: str, temp_dir: str) -> None:
-    """Kill exactly this cluster's processes: marker env var or temp dir in the cmdline."""
+    """Kill exactly this cluster's processes.
+
+    Ray's agents and workers rename themselves (setproctitle), which rewrites their
+    cmdline and can blank /proc/<pid>/environ, so the working directory (``ray start``
+    runs in ``temp_dir``) is checked too.
+    """
     mine: list[psutil.Process] = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmdline = " ".join(proc.info["cmdline"] or [])
-            if temp_dir in cmdline or proc.environ().get(MARKER_ENV) == marker:
+            if (
+                temp_dir in cmdline
+                or proc.cwd().startswith(temp_dir)
+                or proc.environ().get(MARKER_ENV) == marker
+            ):
                 mine.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -281,30 +280,14 @@ def stop_raw_cluster(marker: str, temp_dir: str) -> None:
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def start_raw_cluster(resources: dict[str, float] | None = None) -> RawCluster:
+def start_raw_cluster() -> RawCluster:
     base = _free_port_block(PORT_BLOCK)
     temp_dir = tempfile.mkdtemp(prefix="rdk-t-")  # short: Ray's unix socket paths must fit
     token, marker = secrets.token_hex(16), secrets.token_hex(8)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, MARKER_ENV: marker}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    ports = dict(
-        zip(
-            [
-                "--port",
-                "--dashboard-port",
-                "--ray-client-server-port",
-                "--dashboard-agent-listen-port",
-                "--dashboard-agent-grpc-port",
-                "--metrics-export-port",
-                "--runtime-env-agent-port",
-                "--node-manager-port",
-                "--object-manager-port",
-            ],
-            range(base, base + 9),
-            strict=True,
-        )
-    )
+    ports = dict(zip(PORT_FLAGS, range(base, base + len(PORT_FLAGS)), strict=True))
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head"]
     cmd += [f"{flag}={port}" for flag, port in ports.items()]
     cmd += [
@@ -316,8 +299,6 @@ def start_raw_cluster(resources: dict[str, float] | None = None) -> RawCluster:
         f"--min-worker-port={base + 16}",
         f"--max-worker-port={base + PORT_BLOCK - 1}",
     ]
-    if resources:
-        cmd.append(f"--resources={json.dumps(resources)}")
     try:
         done = subprocess.run(
             cmd, env=env, cwd=temp_dir, capture_output=True, text=True, timeout=180

@@ -76,7 +76,7 @@ def test_builder_resolves_without_touching_ray_auth() -> None:
 
 
 class _FakeRaydeck(BaseHTTPRequestHandler):
-    clusters = {
+    clusters: dict[str, dict[str, object]] = {
         "dev": {"name": "dev", "state": "RUNNING", "ray_client_address": "127.0.0.1:10001"},
         "new": {"name": "new", "state": "PROVISIONING", "ray_client_address": None},
     }
@@ -159,8 +159,10 @@ def _free_port_block(size: int) -> int:
                 return False
         return True
 
-    for _ in range(200):  # below Linux's ephemeral range so clients cannot take them
-        base = random.randrange(20000, 32000 - size)
+    # Below Linux's ephemeral range (32768+) so outgoing connections cannot take them, and
+    # above 23000-23999, where every head's Ray Client proxier starts per-client servers.
+    for _ in range(200):
+        base = random.randrange(24000, 32000 - size)
         if all(free(p) for p in range(base, base + size)):
             return base
     raise RuntimeError("no free port block")
@@ -170,8 +172,11 @@ def _stop(marker: str, temp_dir: str) -> None:
     mine = []
     for proc in psutil.process_iter(["cmdline"]):
         with suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            if temp_dir in " ".join(proc.info["cmdline"] or []) or (
-                proc.environ().get(MARKER_ENV) == marker
+            # cwd too: setproctitle rewrites Ray agents' cmdline and may blank their environ
+            if (
+                temp_dir in " ".join(proc.info["cmdline"] or [])
+                or proc.cwd().startswith(temp_dir)
+                or proc.environ().get(MARKER_ENV) == marker
             ):
                 mine.append(proc)
     for proc in mine:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -137,6 +137,19 @@ def _bundles(pairs: Any) -> list[dict[str, float]]:
     return out
 
 
+_T = TypeVar("_T")
+
+
+def _shaped(what: str, parse: Callable[..., _T], *payloads: Any) -> _T:
+    """Parse a Ray answer; a shape Ray did not promise becomes UnavailableError, not KeyError."""
+    try:
+        return parse(*payloads)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise UnavailableError(
+            f"unexpected Ray dashboard answer for {what}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 class RayDashboardClient:
     """Talks to ``dashboard_url`` (``http://host:port``) with Ray's own bearer token."""
 
@@ -175,7 +188,7 @@ class RayDashboardClient:
     ) -> httpx.Response:
         try:
             response = await self._http.request(method, path, json=json_body, params=params)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             detail = str(exc) or type(exc).__name__
             raise UnavailableError(
                 f"cannot reach Ray dashboard at {self.dashboard_url}: {detail}"
@@ -224,7 +237,7 @@ class RayDashboardClient:
 
     async def version(self) -> dict[str, Any]:
         data = await self._json("GET", "/api/version")
-        return dict(data)
+        return _shaped("version", dict, data)
 
     async def submit_job(
         self,
@@ -251,28 +264,31 @@ class RayDashboardClient:
         data = await self._json(
             "POST", "/api/jobs/", json_body={k: v for k, v in body.items() if v is not None}
         )
-        return str(data["submission_id"])
+        return _shaped("job submission", lambda d: str(d["submission_id"]), data)
 
     async def get_job(self, submission_id: str) -> RayJobInfo:
-        return _job_from_json(await self._json("GET", self._job_path(submission_id)))
+        data = await self._json("GET", self._job_path(submission_id))
+        return _shaped("job", _job_from_json, data)
 
     async def list_jobs(self) -> list[RayJobInfo]:
         """Submitted jobs only: plain drivers (e.g. Ray Client sessions) have no submission id."""
         data = await self._json("GET", "/api/jobs/")
-        return [_job_from_json(item) for item in data if item.get("submission_id")]
+        return _shaped(
+            "job list", lambda d: [_job_from_json(i) for i in d if i.get("submission_id")], data
+        )
 
     async def stop_job(self, submission_id: str) -> bool:
         data = await self._json("POST", self._job_path(submission_id, "/stop"))
-        return bool(data.get("stopped"))
+        return _shaped("job stop", lambda d: bool(d.get("stopped")), data)
 
     async def delete_job(self, submission_id: str) -> bool:
         """Raises FailedPreconditionError while the job is not in a terminal state."""
         data = await self._json("DELETE", self._job_path(submission_id))
-        return bool(data.get("deleted"))
+        return _shaped("job delete", lambda d: bool(d.get("deleted")), data)
 
     async def get_job_logs(self, submission_id: str) -> str:
         data = await self._json("GET", self._job_path(submission_id, "/logs"))
-        return str(data.get("logs", ""))
+        return _shaped("job logs", lambda d: str(d.get("logs", "")), data)
 
     # -- autoscaler view ------------------------------------------------------------------
 
@@ -295,71 +311,76 @@ class RayDashboardClient:
             self._json("GET", "/nodes", params={"view": "summary"}),
             self._json("GET", "/api/v0/nodes", params={"limit": "10000", "detail": "1"}),
         )
-        data = status.get("data") or {}
-        report = data.get("clusterStatus") or {}
-        metrics = report.get("loadMetricsReport") or {}
-        usage_by_node: dict[str, dict[str, list[float]]] = metrics.get("usageByNode") or {}
-        if not usage_by_node:
-            raise UnavailableError(
-                "Ray's autoscaler monitor has not reported cluster load yet "
-                "(it reports every few seconds after start; autoscaler v2 does not report here)"
-            )
+        return _shaped("cluster status", _parse_cluster_load, status, summary, states)
 
-        placement_groups = []
-        for pg, count in metrics.get("pgDemand") or []:
-            group = PendingPlacementGroup(
-                bundles=tuple(_bundles(pg.get("bundles"))), strategy=str(pg.get("strategy", ""))
-            )
-            placement_groups.extend([group] * int(count))
-        demands = _bundles(metrics.get("resourceDemand"))
-        demands += [b for group in placement_groups for b in group.bundles]
-        demands += _bundles(metrics.get("requestDemand"))
 
-        ports = {
-            node["raylet"]["nodeId"]: (
-                f"{node['raylet']['nodeManagerAddress']}:{node['raylet']['nodeManagerPort']}"
-            )
-            for node in (summary.get("data") or {}).get("summary") or []
-            if (node.get("raylet") or {}).get("state") == "ALIVE"
-        }
-        alive = [
-            n
-            for n in ((states.get("data") or {}).get("result") or {}).get("result") or []
-            if n.get("state") == "ALIVE" and n.get("node_id") in ports
-        ]
-        idle_match = _IDLE_SECONDS.search(data.get("autoscalingStatus") or "")
-        single_idle = float(idle_match.group(3)) if idle_match and len(alive) == 1 else None
-
-        nodes: list[NodeLoad] = []
-        for node in alive:
-            used = usage_by_node.get(node["node_id"])
-            if used is None:  # joined after the monitor's last report
-                continue
-            total = {str(k): float(v) for k, v in (node.get("resources_total") or {}).items()}
-            available = {
-                name: amount - float((used.get(_ray_camel_case(name)) or [0.0])[0])
-                for name, amount in total.items()
-            }
-            busy = any(
-                available[name] < amount - 1e-9
-                for name, amount in total.items()
-                if not name.startswith("node:")
-            )
-            nodes.append(
-                NodeLoad(
-                    node_id=node["node_id"],
-                    address=ports[node["node_id"]],
-                    is_head=bool(node.get("is_head_node")),
-                    total=total,
-                    available=available,
-                    busy=busy,
-                    idle_seconds=None if single_idle is None else (0.0 if busy else single_idle),
-                )
-            )
-        reported = report.get("time")
-        return ClusterLoad(
-            demands=tuple(demands),
-            placement_groups=tuple(placement_groups),
-            nodes=tuple(nodes),
-            reported_at=datetime.fromtimestamp(float(reported), tz=UTC) if reported else None,
+def _parse_cluster_load(status: Any, summary: Any, states: Any) -> ClusterLoad:
+    """Join the three dashboard answers; see ``RayDashboardClient.cluster_load``."""
+    data = status.get("data") or {}
+    report = data.get("clusterStatus") or {}
+    metrics = report.get("loadMetricsReport") or {}
+    usage_by_node: dict[str, dict[str, list[float]]] = metrics.get("usageByNode") or {}
+    if not usage_by_node:
+        raise UnavailableError(
+            "Ray's autoscaler monitor has not reported cluster load yet "
+            "(it reports every few seconds after start; autoscaler v2 does not report here)"
         )
+
+    placement_groups = []
+    for pg, count in metrics.get("pgDemand") or []:
+        group = PendingPlacementGroup(
+            bundles=tuple(_bundles(pg.get("bundles"))), strategy=str(pg.get("strategy", ""))
+        )
+        placement_groups.extend([group] * int(count))
+    demands = _bundles(metrics.get("resourceDemand"))
+    demands += [b for group in placement_groups for b in group.bundles]
+    demands += _bundles(metrics.get("requestDemand"))
+
+    ports = {
+        node["raylet"]["nodeId"]: (
+            f"{node['raylet']['nodeManagerAddress']}:{node['raylet']['nodeManagerPort']}"
+        )
+        for node in (summary.get("data") or {}).get("summary") or []
+        if (node.get("raylet") or {}).get("state") == "ALIVE"
+    }
+    alive = [
+        n
+        for n in ((states.get("data") or {}).get("result") or {}).get("result") or []
+        if n.get("state") == "ALIVE" and n.get("node_id") in ports
+    ]
+    idle_match = _IDLE_SECONDS.search(data.get("autoscalingStatus") or "")
+    single_idle = float(idle_match.group(3)) if idle_match and len(alive) == 1 else None
+
+    nodes: list[NodeLoad] = []
+    for node in alive:
+        used = usage_by_node.get(node["node_id"])
+        if used is None:  # joined after the monitor's last report
+            continue
+        total = {str(k): float(v) for k, v in (node.get("resources_total") or {}).items()}
+        available = {
+            name: amount - float((used.get(_ray_camel_case(name)) or [0.0])[0])
+            for name, amount in total.items()
+        }
+        busy = any(
+            available[name] < amount - 1e-9
+            for name, amount in total.items()
+            if not name.startswith("node:")
+        )
+        nodes.append(
+            NodeLoad(
+                node_id=node["node_id"],
+                address=ports[node["node_id"]],
+                is_head=bool(node.get("is_head_node")),
+                total=total,
+                available=available,
+                busy=busy,
+                idle_seconds=None if single_idle is None else (0.0 if busy else single_idle),
+            )
+        )
+    reported = report.get("time")
+    return ClusterLoad(
+        demands=tuple(demands),
+        placement_groups=tuple(placement_groups),
+        nodes=tuple(nodes),
+        reported_at=datetime.fromtimestamp(float(reported), tz=UTC) if reported else None,
+    )
