@@ -1,0 +1,1 @@
+"""Code that runs inside Ray: serving deployments, batch prediction, framework predictors."""
