@@ -88,7 +88,8 @@ def postgres_url() -> Iterator[str]:
 def pg_api(tmp_path: Path, postgres_url: str) -> Iterator[Api]:
     engine = create_engine(postgres_url)
     with engine.begin() as connection:  # each test starts from an empty schema
-        for table in ("jobs", "clusters", "tokens", "alembic_version"):
+        tables = ("model_version_aliases", "model_versions", "models")
+        for table in (*tables, "jobs", "clusters", "tokens", "alembic_version"):
             connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
     engine.dispose()
     server = Api(tmp_path / "home", run_reconcilers=True, database_url=postgres_url)
@@ -100,7 +101,7 @@ def test_migrations_create_the_schema(postgres_url: str) -> None:
     engine = create_engine(postgres_url)
     upgrade_schema(engine)
     upgrade_schema(engine)  # idempotent
-    assert {"clusters", "jobs", "tokens", "alembic_version"} <= set(
+    assert {"clusters", "jobs", "tokens", "models", "model_versions", "alembic_version"} <= set(
         inspect(engine).get_table_names()
     )
     engine.dispose()
@@ -138,3 +139,22 @@ def test_auth_and_paging_on_postgres(pg_api: Api) -> None:
     while any(c.state != "RUNNING" for c in sdk.clusters.list().items):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_model_registry_on_postgres(pg_api: Api, tmp_path: Path) -> None:
+    import joblib
+    from sklearn.linear_model import LinearRegression
+
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    joblib.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), artifact / "model.joblib")
+    sdk = pg_api.sdk()
+    sdk.models.upload("a", artifact, "sklearn", labels={"team": "x"}, aliases=["prod"])
+    sdk.models.upload("a", artifact, "sklearn", parent_model="a")
+    sdk.models.upload("b", artifact, "sklearn", labels={"team": "y"})
+    assert [m.display_name for m in sdk.models.list(label="team=y").items] == ["b"]
+    assert [m.display_name for m in sdk.models.list(framework="sklearn").items] == ["a", "b"]
+    assert sdk.models.get("a").default_version_id == "2"
+    assert sdk.models.add_alias("a@2", "prod").aliases == ["default", "prod"]
+    sdk.models.delete("a")
+    assert [m.display_name for m in sdk.models.list().items] == ["b"]

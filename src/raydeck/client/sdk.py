@@ -18,6 +18,7 @@ import httpx
 
 from raydeck.client.config import load_client_config
 from raydeck.client.http import ApiTransport, raise_for_error
+from raydeck.client.models import ModelApi
 from raydeck.core.errors import FailedPreconditionError, UnavailableError
 from raydeck.core.models import (
     Cluster,
@@ -250,6 +251,7 @@ class RaydeckClient:
         self.clusters = ClusterApi(self._api)
         self.jobs = JobApi(self._api)
         self.tokens = TokenApi(self._api)
+        self.models = ModelApi(self._api)
 
     def close(self) -> None:
         self._api.close()

@@ -12,6 +12,7 @@
 | RAYDECK_RECONCILE_INTERVAL | 1.0 | seconds between reconciler passes |
 | RAYDECK_AUTOSCALE_IDLE_SECONDS | 60 | idle time before an autoscaled replica is removed |
 | RAYDECK_AUTOSCALE_INTERVAL | 2.0 | seconds between autoscaler passes |
+| RAYDECK_ARTIFACT_STORE | $RAYDECK_HOME/artifacts | registry artifacts: path or fsspec URI |
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Settings(BaseSettings):
     autoscale_interval: float = 2.0
     autoscale_idle_seconds: float = 60.0
     default_backend: str = "local"
+    artifact_store: str | None = None
 
     @property
     def db_url(self) -> str:
@@ -57,6 +59,11 @@ class Settings(BaseSettings):
     @property
     def clusters_dir(self) -> Path:
         return self.home / "clusters"
+
+    @property
+    def artifact_root(self) -> str:
+        """Root of the artifact store: a local path or an fsspec URI, without trailing '/'."""
+        return (self.artifact_store or str(self.home / "artifacts")).rstrip("/")
 
 
 @lru_cache(maxsize=1)

@@ -5,11 +5,29 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "ClusterRow", "JobRow", "TokenRow", "utcnow"]
+__all__ = [
+    "Base",
+    "ClusterRow",
+    "JobRow",
+    "ModelAliasRow",
+    "ModelRow",
+    "ModelVersionRow",
+    "TokenRow",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -95,3 +113,55 @@ class JobRow(Base):
     start_time: Mapped[datetime | None] = mapped_column(default=None)
     end_time: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("project", "display_name", name="uq_models_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    display_name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Last version number handed out; never reused, so "m@3" always means the same artifact.
+    version_counter: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version_id", name="uq_model_versions_model_version"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    version_id: Mapped[str] = mapped_column(String(16))
+    framework: Mapped[str] = mapped_column(String(32), index=True)
+    artifact_uri: Mapped[str] = mapped_column(Text)
+    source_uri: Mapped[str | None] = mapped_column(Text, default=None)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    predict_schema: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ModelAliasRow(Base):
+    """One row per (model, alias): the primary key makes "an alias is on one version" hold."""
+
+    __tablename__ = "model_version_aliases"
+
+    model_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_row_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )

@@ -15,7 +15,7 @@ from raydeck.server.errors import install_error_handlers
 from raydeck.server.reconcilers.autoscaler import Autoscaler
 from raydeck.server.reconcilers.clusters import ClusterReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
-from raydeck.server.routers import clusters, health, jobs, ray_proxy, tokens
+from raydeck.server.routers import clusters, health, jobs, models, ray_proxy, tokens
 from raydeck.server.state import ServerState
 
 __all__ = ["create_app", "default_backends"]
@@ -72,6 +72,6 @@ def create_app(
     )
     app.state.raydeck = state
     install_error_handlers(app)
-    for module in (health, tokens, clusters, jobs, ray_proxy):
+    for module in (health, tokens, clusters, jobs, ray_proxy, models):
         app.include_router(module.router)
     return app

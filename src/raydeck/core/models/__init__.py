@@ -14,19 +14,37 @@ from raydeck.core.models.clusters import (
 )
 from raydeck.core.models.common import Page
 from raydeck.core.models.jobs import Job, JobState, JobSubmit
+from raydeck.core.models.registry import (
+    AliasChanges,
+    Framework,
+    Model,
+    ModelUpdate,
+    ModelUpload,
+    ModelVersion,
+    ModelVersionUpdate,
+    PredictSchema,
+)
 
 __all__ = [
+    "AliasChanges",
     "Cluster",
     "ClusterCreate",
     "ClusterState",
     "ClusterUpdate",
+    "Framework",
     "HeadNodeSpec",
     "Job",
     "JobState",
     "JobSubmit",
+    "Model",
+    "ModelUpdate",
+    "ModelUpload",
+    "ModelVersion",
+    "ModelVersionUpdate",
     "NodeStatus",
     "Page",
     "PoolReplicaUpdate",
+    "PredictSchema",
     "Role",
     "Token",
     "TokenCreate",

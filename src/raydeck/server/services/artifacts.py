@@ -1,0 +1,148 @@
+"""The registry's artifact store: bring an artifact into a local staging directory (from a
+path, an fsspec URI or an uploaded .tar.gz), then move it to its final place in the store.
+
+Staging lives under ``RAYDECK_HOME`` so that, for the default local store, the final step is
+a rename; a failed request leaves nothing behind but an emptied staging directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from raydeck.core.errors import InvalidArgumentError
+from raydeck.core.settings import Settings
+from raydeck.runtime.artifacts import (
+    filesystem,
+    get_tree,
+    is_local,
+    local_path,
+    put_tree,
+    remove_tree,
+)
+
+__all__ = ["ArtifactStore"]
+
+_TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def _is_tarball(name: str) -> bool:
+    return name.endswith(_TARBALL_SUFFIXES)
+
+
+class ArtifactStore:
+    def __init__(self, root: str, staging_root: Path) -> None:
+        self.root = root.rstrip("/")
+        self.staging_root = staging_root
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArtifactStore:
+        return cls(settings.artifact_root, settings.home / "artifacts" / ".staging")
+
+    def model_uri(self, model_id: str) -> str:
+        return f"{self.root}/models/{model_id}"
+
+    def version_uri(self, model_id: str, version_id: str) -> str:
+        return f"{self.model_uri(model_id)}/{version_id}"
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        directory = Path(tempfile.mkdtemp(dir=self.staging_root))
+        try:
+            yield directory
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def stage_uri(self, uri: str, dest: Path) -> None:
+        """Copy the directory (or .tar.gz) at ``uri`` into ``dest``; 400 naming artifact_uri."""
+        if is_local(uri):
+            self._stage_local(local_path(uri), uri, dest)
+            return
+        try:
+            fs, path = filesystem(uri)
+            if fs.isdir(path):
+                get_tree(uri, dest)
+            elif fs.isfile(path) and _is_tarball(path):
+                with fs.open(path, "rb") as handle:
+                    self.stage_tarball(handle, dest, field="artifact_uri")
+            elif fs.exists(path):
+                raise _not_a_directory(uri)
+            else:
+                raise InvalidArgumentError(
+                    f"artifact_uri {uri!r} does not exist", field="artifact_uri"
+                )
+        except (ImportError, ValueError, OSError) as exc:  # unknown scheme, no driver, I/O
+            raise InvalidArgumentError(
+                f"cannot read artifact_uri {uri!r}: {exc}", field="artifact_uri"
+            ) from exc
+
+    def _stage_local(self, path: Path, uri: str, dest: Path) -> None:
+        if not path.is_absolute():
+            raise InvalidArgumentError(
+                f"artifact_uri {uri!r} must be an absolute path on the server or a URI; "
+                "to send a local directory, upload it (the SDK and CLI do this for you)",
+                field="artifact_uri",
+            )
+        if path.is_dir():
+            shutil.copytree(path, dest, dirs_exist_ok=True)
+        elif path.is_file() and _is_tarball(path.name):
+            with path.open("rb") as handle:
+                self.stage_tarball(handle, dest, field="artifact_uri")
+        elif path.exists():
+            raise _not_a_directory(uri)
+        else:
+            raise InvalidArgumentError(
+                f"artifact_uri {uri!r} does not exist on the server", field="artifact_uri"
+            )
+
+    def stage_tarball(self, archive: IO[bytes], dest: Path, *, field: str = "artifact") -> None:
+        try:
+            with tarfile.open(fileobj=archive, mode="r:*") as tar:
+                # The "data" filter refuses absolute paths, '..' and links leaving dest.
+                tar.extractall(dest, filter="data")
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise InvalidArgumentError(
+                f"{field} is not a readable .tar.gz archive: {exc}", field=field
+            ) from exc
+        entries = list(dest.iterdir())
+        if len(entries) == 1 and entries[0].is_dir():  # `tar czf m.tgz mymodel/`: unwrap
+            inner = entries[0]
+            for child in list(inner.iterdir()):
+                child.rename(dest / child.name)
+            inner.rmdir()
+
+    def commit(self, staged: Path, uri: str) -> None:
+        """Move a validated staging directory to its final ``uri`` in the store."""
+        if not is_local(uri):
+            remove_tree(uri)  # leftovers of an interrupted earlier attempt
+            put_tree(staged, uri)
+            return
+        target = local_path(uri)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staged, target)
+        except OSError:  # store on another filesystem than RAYDECK_HOME
+            shutil.copytree(staged, target)
+
+    def remove(self, uri: str) -> None:
+        remove_tree(uri)
+        if is_local(uri):  # drop the model's directory once its last version is gone
+            parent = local_path(uri).parent
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+
+def _not_a_directory(uri: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"artifact_uri {uri!r} must be a directory (or a .tar.gz of one)", field="artifact_uri"
+    )

@@ -1,0 +1,558 @@
+"""Model registry: models, numbered versions, aliases, artifacts.
+
+Order of work keeps failures harmless: an upload copies and loads the artifact in staging
+before any row exists, and moves it into the store inside the transaction (removed again if
+the transaction fails); a delete removes rows first and artifacts only after the commit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from raydeck.core.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from raydeck.core.ids import new_id
+from raydeck.core.models import (
+    AliasChanges,
+    Framework,
+    Model,
+    ModelUpdate,
+    ModelUpload,
+    ModelVersion,
+    ModelVersionUpdate,
+    Page,
+)
+from raydeck.core.models.registry import DEFAULT_ALIAS, PredictSchema, parse_version_ref
+from raydeck.db.models import ModelAliasRow, ModelRow, ModelVersionRow, utcnow
+from raydeck.db.session import Database
+from raydeck.runtime.artifacts import tree_digest
+from raydeck.runtime.predictors import load_predictor, predictor_class
+from raydeck.server.errors import validation_error
+from raydeck.server.services import deployments
+from raydeck.server.services.artifacts import ArtifactStore
+from raydeck.server.services.paging import fetch_page
+
+__all__ = [
+    "delete_model",
+    "delete_version",
+    "get_model",
+    "get_model_row",
+    "get_version",
+    "get_version_row",
+    "list_models",
+    "list_versions",
+    "merge_aliases",
+    "parse_upload_metadata",
+    "resolve_version",
+    "update_model",
+    "update_version",
+    "upload_model",
+]
+
+
+# ---- lookups -------------------------------------------------------------------------------
+
+
+def get_model_row(session: Session, ref: str, *, field: str = "model") -> ModelRow:
+    """By id (``mdl-…``) or display_name."""
+    row = session.get(ModelRow, ref) if ref.startswith("mdl-") else None
+    if row is None:
+        row = session.scalar(
+            select(ModelRow).where(ModelRow.project == "default", ModelRow.display_name == ref)
+        )
+    if row is None:
+        raise NotFoundError(f"model {ref!r} not found", field=field)
+    return row
+
+
+def get_version_row(
+    session: Session, model: ModelRow, ref: str | None, *, field: str = "version"
+) -> ModelVersionRow:
+    """By version id ("3") or alias ("prod"); no ref means the default version."""
+    ref = ref or DEFAULT_ALIAS
+    row: ModelVersionRow | None
+    if ref.isdigit():
+        row = session.scalar(
+            select(ModelVersionRow).where(
+                ModelVersionRow.model_id == model.id, ModelVersionRow.version_id == ref
+            )
+        )
+    else:
+        alias = session.get(ModelAliasRow, (model.id, ref))
+        row = session.get(ModelVersionRow, alias.version_row_id) if alias else None
+    if row is None:
+        raise NotFoundError(
+            f"model {model.display_name!r} has no version or alias {ref!r}", field=field
+        )
+    return row
+
+
+def resolve_version(session: Session, ref: str) -> ModelVersion:
+    """``model@3``, ``model@alias``, ``model`` (its default) or a version's global id."""
+    if ref.startswith("mv-") and (row := session.get(ModelVersionRow, ref)) is not None:
+        model = session.get(ModelRow, row.model_id)
+        assert model is not None
+        return _version_out(session, model, row)
+    model_ref, version_ref = parse_version_ref(ref)
+    model = get_model_row(session, model_ref)
+    return _version_out(session, model, get_version_row(session, model, version_ref))
+
+
+# ---- output --------------------------------------------------------------------------------
+
+
+def _sorted_aliases(aliases: list[str]) -> list[str]:
+    return sorted(aliases, key=lambda a: (a != DEFAULT_ALIAS, a))
+
+
+def _aliases_of(session: Session, version_row_ids: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {vid: [] for vid in version_row_ids}
+    rows = session.execute(
+        select(ModelAliasRow.version_row_id, ModelAliasRow.alias).where(
+            ModelAliasRow.version_row_id.in_(version_row_ids)
+        )
+    )
+    for version_row_id, alias in rows:
+        found[version_row_id].append(alias)
+    return {vid: _sorted_aliases(aliases) for vid, aliases in found.items()}
+
+
+def _version_out(
+    session: Session,
+    model: ModelRow,
+    row: ModelVersionRow,
+    aliases: list[str] | None = None,
+) -> ModelVersion:
+    if aliases is None:
+        aliases = _aliases_of(session, [row.id])[row.id]
+    return ModelVersion(
+        id=row.id,
+        model_id=model.id,
+        model=model.display_name,
+        version_id=row.version_id,
+        framework=Framework(row.framework),
+        artifact_uri=row.artifact_uri,
+        source_uri=row.source_uri,
+        aliases=aliases,
+        labels=row.labels,
+        description=row.description,
+        predict_schema=PredictSchema.model_validate(row.predict_schema)
+        if row.predict_schema
+        else None,
+        sha256=row.sha256,
+        size_bytes=row.size_bytes,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _models_out(session: Session, rows: list[ModelRow]) -> list[Model]:
+    ids = [r.id for r in rows]
+    versions: dict[str, list[tuple[int, str]]] = {i: [] for i in ids}
+    for model_id, version_id, framework in session.execute(
+        select(
+            ModelVersionRow.model_id, ModelVersionRow.version_id, ModelVersionRow.framework
+        ).where(ModelVersionRow.model_id.in_(ids))
+    ):
+        versions[model_id].append((int(version_id), framework))
+    defaults: dict[str, str] = {}
+    for model_id, version_id in session.execute(
+        select(ModelAliasRow.model_id, ModelVersionRow.version_id)
+        .join(ModelVersionRow, ModelVersionRow.id == ModelAliasRow.version_row_id)
+        .where(ModelAliasRow.alias == DEFAULT_ALIAS, ModelAliasRow.model_id.in_(ids))
+    ):
+        defaults[model_id] = version_id
+    return [
+        Model(
+            id=row.id,
+            display_name=row.display_name,
+            project=row.project,
+            description=row.description,
+            labels=row.labels,
+            default_version_id=defaults.get(row.id, ""),
+            latest_version_id=str(max((n for n, _ in versions[row.id]), default=0)),
+            version_count=len(versions[row.id]),
+            frameworks=sorted({Framework(f) for _, f in versions[row.id]}),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+        for row in rows
+    ]
+
+
+def _model_out(session: Session, row: ModelRow) -> Model:
+    return _models_out(session, [row])[0]
+
+
+# ---- reads ---------------------------------------------------------------------------------
+
+
+def get_model(session: Session, ref: str) -> Model:
+    return _model_out(session, get_model_row(session, ref))
+
+
+def get_version(session: Session, model_ref: str, version_ref: str) -> ModelVersion:
+    model = get_model_row(session, model_ref)
+    return _version_out(session, model, get_version_row(session, model, version_ref))
+
+
+def _label_pair(label: str) -> tuple[str, str]:
+    key, sep, value = label.partition("=")
+    if not sep or not key:
+        raise InvalidArgumentError("label filter must look like key=value", field="label")
+    return key, value
+
+
+def list_models(
+    session: Session,
+    *,
+    page_size: int,
+    page_token: str | None,
+    label: str | None = None,
+    framework: Framework | None = None,
+    display_name: str | None = None,
+) -> Page[Model]:
+    query = select(ModelRow)
+    if display_name is not None:
+        query = query.where(ModelRow.display_name == display_name)
+    if framework is not None:  # models with at least one version of that framework
+        query = query.where(
+            exists().where(
+                ModelVersionRow.model_id == ModelRow.id,
+                ModelVersionRow.framework == framework.value,
+            )
+        )
+    if label:
+        key, value = _label_pair(label)
+        query = query.where(ModelRow.labels[key].as_string() == value)
+    rows, next_token = fetch_page(session, query, ModelRow.id, page_size, page_token)
+    return Page[Model](items=_models_out(session, rows), next_page_token=next_token)
+
+
+def list_versions(
+    session: Session,
+    model_ref: str,
+    *,
+    page_size: int,
+    page_token: str | None,
+    label: str | None = None,
+    framework: Framework | None = None,
+) -> Page[ModelVersion]:
+    model = get_model_row(session, model_ref)
+    query = select(ModelVersionRow).where(ModelVersionRow.model_id == model.id)
+    if framework is not None:
+        query = query.where(ModelVersionRow.framework == framework.value)
+    if label:
+        key, value = _label_pair(label)
+        query = query.where(ModelVersionRow.labels[key].as_string() == value)
+    rows, next_token = fetch_page(session, query, ModelVersionRow.id, page_size, page_token)
+    aliases = _aliases_of(session, [r.id for r in rows])
+    items = [_version_out(session, model, r, aliases[r.id]) for r in rows]
+    return Page[ModelVersion](items=items, next_page_token=next_token)
+
+
+# ---- upload --------------------------------------------------------------------------------
+
+
+def parse_upload_metadata(text: str) -> ModelUpload:
+    """The ``metadata`` form field of a multipart upload, with the JSON route's error shape."""
+    try:
+        return ModelUpload.model_validate_json(text)
+    except ValidationError as exc:
+        if exc.errors()[0].get("type") == "json_invalid":
+            raise InvalidArgumentError("metadata is not valid JSON", field="metadata") from exc
+        raise validation_error(RequestValidationError(exc.errors())) from exc
+
+
+def _target_model(session: Session, request: ModelUpload) -> ModelRow | None:
+    """The parent model, or None when the upload creates a model (checked to be free)."""
+    if request.parent_model is not None:
+        model = get_model_row(session, request.parent_model, field="parent_model")
+        if request.display_name is not None and request.display_name != model.display_name:
+            raise InvalidArgumentError(
+                f"display_name {request.display_name!r} differs from parent model "
+                f"{model.display_name!r}; leave it out when adding a version",
+                field="display_name",
+            )
+        taken = [
+            a
+            for a in request.version_aliases
+            if a != DEFAULT_ALIAS and session.get(ModelAliasRow, (model.id, a)) is not None
+        ]
+        if taken:
+            raise AlreadyExistsError(
+                f"alias {taken[0]!r} is already on another version of {model.display_name!r}; "
+                "move it after the upload (PATCH the new version's aliases)",
+                field="version_aliases",
+            )
+        return model
+    if request.display_name is None:
+        raise InvalidArgumentError(
+            "display_name is required (or parent_model to add a version)", field="display_name"
+        )
+    existing = session.scalar(
+        select(ModelRow.id).where(
+            ModelRow.project == "default", ModelRow.display_name == request.display_name
+        )
+    )
+    if existing is not None:
+        raise AlreadyExistsError(
+            f"model {request.display_name!r} already exists; pass "
+            f"parent_model={request.display_name!r} to upload a new version of it",
+            field="display_name",
+        )
+    return None
+
+
+def _precheck(db: Database, request: ModelUpload, *, uploaded: bool) -> None:
+    """Everything that can be refused before copying a possibly large artifact."""
+    if uploaded and request.artifact_uri is not None:
+        raise InvalidArgumentError(
+            "give artifact_uri or an uploaded archive, not both", field="artifact_uri"
+        )
+    if not uploaded and request.artifact_uri is None:
+        raise InvalidArgumentError("artifact_uri is required", field="artifact_uri")
+    if DEFAULT_ALIAS in request.version_aliases and not request.is_default_version:
+        raise InvalidArgumentError(
+            "'default' in version_aliases contradicts is_default_version=false",
+            field="version_aliases",
+        )
+    predictor_class(request.framework.value)  # framework known and installed here
+    with db.session() as session:
+        _target_model(session, request)
+
+
+def upload_model(
+    db: Database,
+    store: ArtifactStore,
+    request: ModelUpload,
+    *,
+    archive: IO[bytes] | None = None,
+) -> ModelVersion:
+    """Register a version from ``request.artifact_uri`` or an uploaded ``.tar.gz``."""
+    _precheck(db, request, uploaded=archive is not None)
+    with store.staging() as staged:
+        if archive is not None:
+            store.stage_tarball(archive, staged, field="artifact")
+        else:
+            assert request.artifact_uri is not None
+            store.stage_uri(request.artifact_uri, staged)
+        load_predictor(request.framework.value, staged)  # a model that does not load: 400
+        sha256, size = tree_digest(staged)
+        return _register(db, store, request, staged, sha256=sha256, size=size)
+
+
+def _register(
+    db: Database,
+    store: ArtifactStore,
+    request: ModelUpload,
+    staged: Path,
+    *,
+    sha256: str,
+    size: int,
+) -> ModelVersion:
+    committed: str | None = None
+    try:
+        with db.session() as session:
+            model = _target_model(session, request)
+            if model is None:
+                model = ModelRow(
+                    id=new_id("mdl"),
+                    display_name=request.display_name,
+                    description=request.description,
+                    labels=dict(request.labels),
+                    version_counter=0,
+                )
+                session.add(model)
+            model.version_counter += 1
+            model.updated_at = utcnow()
+            row = ModelVersionRow(
+                id=new_id("mv"),
+                model_id=model.id,
+                version_id=str(model.version_counter),
+                framework=request.framework.value,
+                artifact_uri=store.version_uri(model.id, str(model.version_counter)),
+                source_uri=request.artifact_uri or "upload",
+                description=request.description,
+                labels=dict(request.labels),
+                predict_schema=request.predict_schema.model_dump(mode="json", exclude_none=True)
+                if request.predict_schema
+                else None,
+                sha256=sha256,
+                size_bytes=size,
+            )
+            session.add(row)
+            session.flush()
+            aliases = list(request.version_aliases)
+            if model.version_counter == 1 or request.is_default_version:
+                aliases.append(DEFAULT_ALIAS)  # the first version is always the default
+            for alias in dict.fromkeys(aliases):
+                _move_alias(session, model.id, alias, row.id)
+            store.commit(staged, row.artifact_uri)
+            committed = row.artifact_uri
+            result = _version_out(session, model, row)
+    except BaseException as exc:
+        if committed is not None:  # the rows were not stored: neither are the files
+            store.remove(committed)
+        if isinstance(exc, IntegrityError):  # a concurrent upload took the name or number
+            field = "parent_model" if request.parent_model else "display_name"
+            raise AlreadyExistsError(
+                "a concurrent upload changed this model; retry", field=field
+            ) from exc
+        raise
+    return result
+
+
+# ---- updates -------------------------------------------------------------------------------
+
+
+def _move_alias(session: Session, model_id: str, alias: str, version_row_id: str) -> None:
+    row = session.get(ModelAliasRow, (model_id, alias))
+    if row is None:
+        session.add(ModelAliasRow(model_id=model_id, alias=alias, version_row_id=version_row_id))
+    else:
+        row.version_row_id = version_row_id
+
+
+def update_model(session: Session, ref: str, request: ModelUpdate) -> Model:
+    row = get_model_row(session, ref)
+    if request.description is not None:
+        row.description = request.description
+    if request.labels is not None:
+        row.labels = dict(request.labels)
+    row.updated_at = utcnow()
+    return _model_out(session, row)
+
+
+def update_version(
+    session: Session, model_ref: str, version_ref: str, request: ModelVersionUpdate
+) -> ModelVersion:
+    model = get_model_row(session, model_ref)
+    row = get_version_row(session, model, version_ref)
+    if request.aliases is not None:
+        current = set(_aliases_of(session, [row.id])[row.id])
+        wanted = set(request.aliases)
+        if DEFAULT_ALIAS in current - wanted:
+            raise InvalidArgumentError(
+                "the default alias cannot be removed, only moved: add 'default' to the "
+                "aliases of another version",
+                field="aliases",
+            )
+        for alias in current - wanted:
+            session.delete(session.get(ModelAliasRow, (model.id, alias)))
+        for alias in sorted(wanted - current):
+            _move_alias(session, model.id, alias, row.id)
+    if request.labels is not None:
+        row.labels = dict(request.labels)
+    if request.description is not None:
+        row.description = request.description
+    row.updated_at = model.updated_at = utcnow()
+    session.flush()
+    return _version_out(session, model, row)
+
+
+def merge_aliases(
+    session: Session, model_ref: str, version_ref: str, request: AliasChanges
+) -> ModelVersion:
+    """``"prod"`` moves prod here; ``"-prod"`` removes it from this version."""
+    model = get_model_row(session, model_ref)
+    row = get_version_row(session, model, version_ref)
+    for item in request.aliases:
+        alias = item.removeprefix("-")
+        if not item.startswith("-"):
+            _move_alias(session, model.id, alias, row.id)
+            continue
+        if alias == DEFAULT_ALIAS:
+            raise InvalidArgumentError(
+                "the default alias cannot be removed, only moved to another version",
+                field="aliases",
+            )
+        existing = session.get(ModelAliasRow, (model.id, alias))
+        if existing is None or existing.version_row_id != row.id:
+            raise InvalidArgumentError(
+                f"alias {alias!r} is not on version {row.version_id}", field="aliases"
+            )
+        session.delete(existing)
+    row.updated_at = model.updated_at = utcnow()
+    session.flush()
+    return _version_out(session, model, row)
+
+
+# ---- deletes -------------------------------------------------------------------------------
+
+
+def _refuse_if_deployed(session: Session, model: ModelRow, rows: list[ModelVersionRow]) -> None:
+    deployed = deployments.deployed_version_ids(session)
+    busy = [r.version_id for r in rows if r.id in deployed]
+    if busy:
+        raise FailedPreconditionError(
+            f"{model.display_name}@{busy[0]} is deployed to an endpoint; undeploy it first",
+            field="version" if len(rows) == 1 else "model",
+        )
+
+
+def delete_version(
+    db: Database, store: ArtifactStore, model_ref: str, version_ref: str
+) -> ModelVersion:
+    with db.session() as session:
+        model = get_model_row(session, model_ref)
+        row = get_version_row(session, model, version_ref)
+        _refuse_if_deployed(session, model, [row])
+        result = _version_out(session, model, row)
+        count = len(
+            session.scalars(
+                select(ModelVersionRow.id).where(ModelVersionRow.model_id == model.id)
+            ).all()
+        )
+        if count == 1:
+            raise FailedPreconditionError(
+                f"version {row.version_id} is the only version of {model.display_name!r}; "
+                "delete the model instead",
+                field="version",
+            )
+        if DEFAULT_ALIAS in result.aliases:
+            raise FailedPreconditionError(
+                f"version {row.version_id} holds the default alias; move 'default' to another "
+                "version first",
+                field="version",
+            )
+        for alias in result.aliases:
+            session.delete(session.get(ModelAliasRow, (model.id, alias)))
+        session.delete(row)
+        model.updated_at = utcnow()
+    store.remove(result.artifact_uri)  # after the commit: a failed delete keeps the files
+    return result
+
+
+def delete_model(db: Database, store: ArtifactStore, model_ref: str) -> Model:
+    with db.session() as session:
+        model = get_model_row(session, model_ref)
+        rows = list(
+            session.scalars(select(ModelVersionRow).where(ModelVersionRow.model_id == model.id))
+        )
+        _refuse_if_deployed(session, model, rows)
+        result = _model_out(session, model)
+        uris = [r.artifact_uri for r in rows]
+        for alias in session.scalars(
+            select(ModelAliasRow).where(ModelAliasRow.model_id == model.id)
+        ):
+            session.delete(alias)
+        session.flush()
+        for row in rows:
+            session.delete(row)
+        session.flush()
+        session.delete(model)
+    for uri in uris:
+        store.remove(uri)
+    return result
