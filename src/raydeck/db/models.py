@@ -21,6 +21,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "Base",
     "ClusterRow",
+    "EndpointRow",
     "JobRow",
     "ModelAliasRow",
     "ModelRow",
@@ -165,3 +166,23 @@ class ModelAliasRow(Base):
     version_row_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
     )
+
+
+class EndpointRow(Base):
+    __tablename__ = "endpoints"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_endpoints_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(64))
+    cluster_id: Mapped[str] = mapped_column(String(40), index=True)
+    cluster_name: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # deployed_models (list of DeployedModel dicts), traffic_split, description
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    predict_url: Mapped[str | None] = mapped_column(String(256), default=None)
+    generation: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -13,6 +13,18 @@ from raydeck.core.models.clusters import (
     WorkerPoolStatus,
 )
 from raydeck.core.models.common import Page
+from raydeck.core.models.endpoints import (
+    BatchingSpec,
+    DeployedModel,
+    DeployModel,
+    Endpoint,
+    EndpointCreate,
+    EndpointState,
+    EndpointUpdate,
+    Prediction,
+    PredictRequest,
+    UndeployModel,
+)
 from raydeck.core.models.jobs import Job, JobState, JobSubmit
 from raydeck.core.models.registry import (
     AliasChanges,
@@ -26,6 +38,16 @@ from raydeck.core.models.registry import (
 )
 
 __all__ = [
+    "BatchingSpec",
+    "DeployModel",
+    "DeployedModel",
+    "Endpoint",
+    "EndpointCreate",
+    "EndpointState",
+    "EndpointUpdate",
+    "PredictRequest",
+    "Prediction",
+    "UndeployModel",
     "AliasChanges",
     "Cluster",
     "ClusterCreate",
