@@ -46,6 +46,7 @@ class InMemoryClusterBackend(ClusterBackend):
             gcs_address="127.0.0.1:1",
             dashboard_url="http://127.0.0.1:9",
             ray_client_address="127.0.0.1:2",
+            serve_port=3,
         )
 
     def observe(self, spec: ClusterSpec) -> ClusterObservation:

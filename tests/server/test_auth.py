@@ -49,7 +49,8 @@ def test_viewer_may_read_but_not_change(static_api: Api) -> None:
         forbidden = (
             method in MUTATING
             or (path.startswith("/api/v1/tokens") and not path.endswith("self"))
-            or path.endswith("/credentials")
+            or path.endswith(("/credentials", "/authorize"))
+            or path.endswith((":predict", ":rawPredict", ":explain"))
         )
         if forbidden:
             assert response.status_code == 403, (method, path, response.text)

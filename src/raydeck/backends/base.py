@@ -57,6 +57,7 @@ class ClusterEndpoints:
     gcs_address: str  # host:port
     dashboard_url: str  # http://host:port (Ray Jobs REST API lives here)
     ray_client_address: str  # host:port of the Ray Client server (ray://...)
+    serve_port: int | None = None  # where Ray Serve's HTTP proxy listens on the head
 
 
 @dataclass(frozen=True)

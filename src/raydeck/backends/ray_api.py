@@ -233,6 +233,17 @@ class RayDashboardClient:
     def _job_path(submission_id: str, suffix: str = "") -> str:
         return f"/api/jobs/{quote(submission_id, safe='')}{suffix}"
 
+    # -- Serve REST API (declarative: one config holds every application) ---------------
+
+    async def serve_apply(self, config: dict[str, Any]) -> None:
+        """PUT the whole Serve config; applications left out of it are removed."""
+        await self._request("PUT", "/api/serve/applications/", json=config)
+
+    async def serve_status(self) -> dict[str, Any]:
+        """Serve's view: {"applications": {name: {"status", "message", ...}}, ...}."""
+        data = await self._json("GET", "/api/serve/applications/")
+        return _shaped("serve status", dict, data)
+
     # -- Jobs API -------------------------------------------------------------------------
 
     async def version(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from raydeck.client.config import load_client_config
+from raydeck.client.endpoints import BoundEndpoint, EndpointApi
 from raydeck.client.http import ApiTransport, raise_for_error
 from raydeck.client.models import ModelApi
 from raydeck.core.errors import FailedPreconditionError, UnavailableError
@@ -252,6 +253,11 @@ class RaydeckClient:
         self.jobs = JobApi(self._api)
         self.tokens = TokenApi(self._api)
         self.models = ModelApi(self._api)
+        self.endpoints = EndpointApi(self._api)
+
+    def endpoint(self, endpoint: str) -> BoundEndpoint:
+        """A handle whose ``predict`` goes straight to the endpoint's Serve data plane."""
+        return BoundEndpoint(self._api, endpoint)
 
     def close(self) -> None:
         self._api.close()

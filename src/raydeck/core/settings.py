@@ -5,6 +5,7 @@
 | RAYDECK_HOME | ~/.raydeck | SQLite DB, cluster state, logs, credentials |
 | RAYDECK_DATABASE_URL | sqlite:///$RAYDECK_HOME/raydeck.db | SQLAlchemy URL (or Postgres) |
 | RAYDECK_HOST / RAYDECK_PORT | 127.0.0.1 / 8770 | where `raydeck server` listens |
+| RAYDECK_PUBLIC_URL | http://$RAYDECK_HOST:$RAYDECK_PORT | how clusters reach the server back |
 | RAYDECK_SERVER | from $RAYDECK_HOME/server.json | base URL clients talk to |
 | RAYDECK_TOKEN | from $RAYDECK_HOME/credentials | bearer token clients send |
 | RAYDECK_RAY_BIND_HOST | 127.0.0.1 | interface Ray's own ports bind to |
@@ -34,6 +35,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8770
     server: str | None = None
+    public_url: str | None = None
     token: str | None = None
     ray_bind_host: str = "127.0.0.1"
     port_range_start: int = 30000
@@ -47,6 +49,14 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'raydeck.db'}"
+
+    @property
+    def advertised_url(self) -> str:
+        """Where processes on clusters reach this server (e.g. endpoints checking tokens)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def credentials_path(self) -> Path:

@@ -14,8 +14,9 @@ from raydeck.db.session import Database
 from raydeck.server.errors import install_error_handlers
 from raydeck.server.reconcilers.autoscaler import Autoscaler
 from raydeck.server.reconcilers.clusters import ClusterReconciler
+from raydeck.server.reconcilers.endpoints import EndpointReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
-from raydeck.server.routers import clusters, health, jobs, models, ray_proxy, tokens
+from raydeck.server.routers import clusters, endpoints, health, jobs, models, ray_proxy, tokens
 from raydeck.server.state import ServerState
 
 __all__ = ["create_app", "default_backends"]
@@ -53,6 +54,7 @@ def create_app(
             loops = [
                 ClusterReconciler(state).loop,
                 JobReconciler(state).loop,
+                EndpointReconciler(state).loop,
                 Autoscaler(state).loop,
             ]
             for loop in loops:
@@ -72,6 +74,6 @@ def create_app(
     )
     app.state.raydeck = state
     install_error_handlers(app)
-    for module in (health, tokens, clusters, jobs, ray_proxy, models):
+    for module in (health, tokens, clusters, jobs, ray_proxy, models, endpoints):
         app.include_router(module.router)
     return app

@@ -91,7 +91,10 @@ class ClusterReconciler:
             row.dashboard_url = endpoints.dashboard_url
             row.ray_client_address = endpoints.ray_client_address
             row.gcs_address = endpoints.gcs_address
-            row.spec = _with_observation(row.spec, observation)
+            row.spec = {
+                **_with_observation(row.spec, observation),
+                "serve_port": endpoints.serve_port,
+            }
             # A newer desired state arrived while we worked: leave the state for the next pass.
             if row.generation == generation and row.state in (
                 ClusterState.PROVISIONING,

@@ -1,0 +1,175 @@
+"""Turns each cluster's endpoints into one Ray Serve config and reports per-endpoint state.
+
+Serve's REST API is declarative per cluster (a PUT replaces every application), so the
+work is keyed by cluster: any endpoint change on it re-applies the cluster's whole config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from raydeck.core.errors import RaydeckError
+from raydeck.core.models import ClusterState, EndpointState
+from raydeck.db.models import ClusterRow, EndpointRow
+from raydeck.server.reconcilers.loop import ReconcileLoop
+from raydeck.server.services.jobs import ClusterTarget
+from raydeck.server.state import ServerState
+
+__all__ = ["SERVE_IMPORT_PATH", "EndpointReconciler", "route_prefix"]
+
+log = logging.getLogger(__name__)
+
+SERVE_IMPORT_PATH = "raydeck.runtime.serving.app:build_app"
+DEPLOY_TIMEOUT_SECONDS = 600.0
+_PENDING = {EndpointState.CREATING.value, EndpointState.UPDATING.value, "DELETING"}
+_SETTLED = {"RUNNING", "DEPLOY_FAILED", "UNHEALTHY"}
+
+
+def route_prefix(endpoint_id: str) -> str:
+    return f"/v1/endpoints/{endpoint_id}"
+
+
+@dataclass(frozen=True)
+class _EndpointPlan:
+    id: str
+    generation: int
+    state: str
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _ClusterPlan:
+    target: ClusterTarget | None
+    cluster_state: str | None
+    serve_port: int | None
+    endpoints: tuple[_EndpointPlan, ...]
+
+
+class EndpointReconciler:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.loop = ReconcileLoop("endpoints", state.settings.reconcile_interval, self.tick)
+        state.wake_callbacks.append(self.loop.wake)
+
+    async def tick(self) -> None:
+        clusters = await asyncio.to_thread(self._clusters_with_pending_work)
+        for cluster_id in clusters:
+            self.loop.spawn(cluster_id, partial(self._sync, cluster_id))
+
+    def _clusters_with_pending_work(self) -> set[str]:
+        with self.state.db.session() as session:
+            rows = session.execute(
+                select(EndpointRow.cluster_id).where(EndpointRow.state.in_(_PENDING))
+            )
+            return {cluster_id for (cluster_id,) in rows}
+
+    def _plan(self, cluster_id: str) -> _ClusterPlan:
+        with self.state.db.session() as session:
+            cluster = session.get(ClusterRow, cluster_id)
+            endpoints = tuple(
+                _EndpointPlan(r.id, r.generation, r.state, dict(r.spec))
+                for r in session.scalars(
+                    select(EndpointRow).where(EndpointRow.cluster_id == cluster_id)
+                )
+            )
+            if cluster is None or not cluster.dashboard_url:
+                return _ClusterPlan(None, cluster.state if cluster else None, None, endpoints)
+            target = ClusterTarget(
+                cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token
+            )
+            port = cluster.spec.get("serve_port")
+            return _ClusterPlan(target, cluster.state, port, endpoints)
+
+    def _serve_config(self, plan: _ClusterPlan) -> dict[str, Any]:
+        authorize = f"{self.state.settings.advertised_url}/api/v1/endpoints/{{id}}/authorize"
+        applications = [
+            {
+                "name": endpoint.id,
+                "route_prefix": route_prefix(endpoint.id),
+                "import_path": SERVE_IMPORT_PATH,
+                "args": {
+                    "endpoint_id": endpoint.id,
+                    "authorize_url": authorize.format(id=endpoint.id),
+                    "traffic_split": endpoint.spec["traffic_split"],
+                    "deployed_models": endpoint.spec["deployed_models"],
+                },
+            }
+            for endpoint in plan.endpoints
+            if endpoint.state != EndpointState.DELETING.value and endpoint.spec["deployed_models"]
+        ]
+        return {
+            "proxy_location": "HeadOnly",  # one HTTP proxy per cluster: one port to allocate
+            "http_options": {"host": self.state.settings.ray_bind_host, "port": plan.serve_port},
+            "applications": applications,
+        }
+
+    async def _sync(self, cluster_id: str) -> None:
+        plan = await asyncio.to_thread(self._plan, cluster_id)
+        if plan.cluster_state == ClusterState.PROVISIONING.value:
+            return  # deploy once the cluster runs
+        if plan.target is None or plan.cluster_state not in ("RUNNING", "UPDATING"):
+            reason = f"cluster is {plan.cluster_state or 'deleted'}"
+            await asyncio.to_thread(self._record, plan, {}, reason)
+            return
+        if plan.serve_port is None:
+            await asyncio.to_thread(self._record, plan, {}, "the cluster has no Serve port")
+            return
+        config = self._serve_config(plan)
+        try:
+            async with plan.target.client() as ray:
+                await ray.serve_apply(config)
+                statuses = await self._wait_settled(
+                    ray, {a["name"] for a in config["applications"]}
+                )
+        except RaydeckError as exc:
+            await asyncio.to_thread(self._record, plan, {}, f"Serve deploy failed: {exc}")
+            return
+        await asyncio.to_thread(self._record, plan, statuses, None)
+
+    @staticmethod
+    async def _wait_settled(ray: Any, names: set[str]) -> dict[str, dict[str, Any]]:
+        deadline = time.monotonic() + DEPLOY_TIMEOUT_SECONDS
+        while True:
+            apps = (await ray.serve_status()).get("applications", {})
+            statuses = {name: apps.get(name, {}) for name in names}
+            if all(s.get("status") in _SETTLED for s in statuses.values()):
+                return statuses
+            if time.monotonic() > deadline:
+                return statuses
+            await asyncio.sleep(0.25)
+
+    def _record(
+        self, plan: _ClusterPlan, statuses: dict[str, dict[str, Any]], failure: str | None
+    ) -> None:
+        port = plan.serve_port
+        host = self.state.settings.ray_bind_host
+        with self.state.db.session() as session:
+            for endpoint in plan.endpoints:
+                row = session.get(EndpointRow, endpoint.id)
+                if row is None or row.generation != endpoint.generation:
+                    continue  # changed while we deployed: the next pass handles it
+                if row.state == EndpointState.DELETING.value:
+                    if failure is None or plan.target is None:
+                        session.execute(delete(EndpointRow).where(EndpointRow.id == row.id))
+                    continue
+                if row.state not in _PENDING:
+                    continue
+                status = statuses.get(row.id, {})
+                if failure is not None:
+                    row.state, row.state_reason = EndpointState.FAILED.value, failure
+                elif not row.spec["deployed_models"]:
+                    row.state, row.state_reason, row.predict_url = "READY", None, None
+                elif status.get("status") == "RUNNING":
+                    row.state, row.state_reason = EndpointState.READY.value, None
+                    row.predict_url = f"http://{host}:{port}{route_prefix(row.id)}"
+                else:
+                    row.state = EndpointState.FAILED.value
+                    message = str(status.get("message") or status.get("status") or "timed out")
+                    row.state_reason = message.strip().splitlines()[-1][:1000]
