@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, inspect
 
 from raydeck.core.errors import AlreadyExistsError
 from raydeck.core.models import ClusterCreate
+from raydeck.db.models import Base
 from raydeck.db.session import upgrade_schema
 from raydeck.devtools import free_port
 from tests.conftest import Api
@@ -88,9 +89,8 @@ def postgres_url() -> Iterator[str]:
 def pg_api(tmp_path: Path, postgres_url: str) -> Iterator[Api]:
     engine = create_engine(postgres_url)
     with engine.begin() as connection:  # each test starts from an empty schema
-        tables = ("model_version_aliases", "model_versions", "models")
-        for table in (*tables, "jobs", "clusters", "tokens", "alembic_version"):
-            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        Base.metadata.drop_all(connection)  # every table the ORM knows, in FK order
+        connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     engine.dispose()
     server = Api(tmp_path / "home", run_reconcilers=True, database_url=postgres_url)
     yield server

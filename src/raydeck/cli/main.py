@@ -7,7 +7,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from raydeck.cli import clusters, jobs, server, tokens
+from raydeck.cli import clusters, jobs, models, server, tokens
 from raydeck.cli.output import err_console
 from raydeck.core.errors import RaydeckError
 
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(clusters.app, name="clusters")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(models.app, name="models")
 app.command("server")(server.serve)
 
 
