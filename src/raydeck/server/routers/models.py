@@ -18,6 +18,7 @@ from raydeck.core.models import (
 )
 from raydeck.server.auth import Principal, require
 from raydeck.server.routers.common import DbSession, PageSize, PageToken, State
+from raydeck.server.services import model_uploads as uploads
 from raydeck.server.services import models as service
 from raydeck.server.services.artifacts import ArtifactStore
 
@@ -31,7 +32,7 @@ def upload_model(
     body: ModelUpload, state: State, _: Annotated[Principal, Depends(require("models.upload"))]
 ) -> ModelVersion:
     """Register a version from ``artifact_uri``, copied into the registry by the server."""
-    return service.upload_model(state.db, ArtifactStore.from_settings(state.settings), body)
+    return uploads.upload_model(state.db, ArtifactStore.from_settings(state.settings), body)
 
 
 @router.post(":upload", status_code=201)
@@ -42,9 +43,9 @@ def upload_model_archive(
     artifact: Annotated[UploadFile, File(description="the artifact directory as a .tar.gz")],
 ) -> ModelVersion:
     """Register a version from an uploaded ``.tar.gz`` (for clients on other machines)."""
-    request = service.parse_upload_metadata(metadata)
+    request = uploads.parse_upload_metadata(metadata)
     store = ArtifactStore.from_settings(state.settings)
-    return service.upload_model(state.db, store, request, archive=artifact.file)
+    return uploads.upload_model(state.db, store, request, archive=artifact.file)
 
 
 @router.get("")

@@ -7,6 +7,7 @@ a rename; a failed request leaves nothing behind but an emptied staging director
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tarfile
@@ -29,6 +30,8 @@ from raydeck.runtime.artifacts import (
 )
 
 __all__ = ["ArtifactStore"]
+
+log = logging.getLogger(__name__)
 
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -135,7 +138,12 @@ class ArtifactStore:
             shutil.copytree(staged, target)
 
     def remove(self, uri: str) -> None:
-        remove_tree(uri)
+        """Best effort: runs after the rows are gone, when failing the request would lie."""
+        try:
+            remove_tree(uri)
+        except Exception:  # an unreachable object store leaks files, never corrupts rows
+            log.warning("could not remove artifact %s", uri, exc_info=True)
+            return
         if is_local(uri):  # drop the model's directory once its last version is gone
             parent = local_path(uri).parent
             if parent.is_dir() and not any(parent.iterdir()):

@@ -1,34 +1,24 @@
 """Model registry: models, numbered versions, aliases, artifacts.
 
-Order of work keeps failures harmless: an upload copies and loads the artifact in staging
-before any row exists, and moves it into the store inside the transaction (removed again if
-the transaction fails); a delete removes rows first and artifacts only after the commit.
+A delete removes rows first and artifacts only after the commit, so a failed delete keeps
+every file a stored row points at. Uploads live in ``model_uploads``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import IO
-
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from sqlalchemy import exists, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from raydeck.core.errors import (
-    AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
-from raydeck.core.ids import new_id
 from raydeck.core.models import (
     AliasChanges,
     Framework,
     Model,
     ModelUpdate,
-    ModelUpload,
     ModelVersion,
     ModelVersionUpdate,
     Page,
@@ -36,9 +26,6 @@ from raydeck.core.models import (
 from raydeck.core.models.registry import DEFAULT_ALIAS, PredictSchema, parse_version_ref
 from raydeck.db.models import ModelAliasRow, ModelRow, ModelVersionRow, utcnow
 from raydeck.db.session import Database
-from raydeck.runtime.artifacts import tree_digest
-from raydeck.runtime.predictors import load_predictor, predictor_class
-from raydeck.server.errors import validation_error
 from raydeck.server.services import deployments
 from raydeck.server.services.artifacts import ArtifactStore
 from raydeck.server.services.paging import fetch_page
@@ -53,11 +40,11 @@ __all__ = [
     "list_models",
     "list_versions",
     "merge_aliases",
-    "parse_upload_metadata",
+    "move_alias",
     "resolve_version",
     "update_model",
     "update_version",
-    "upload_model",
+    "version_out",
 ]
 
 
@@ -103,10 +90,10 @@ def resolve_version(session: Session, ref: str) -> ModelVersion:
     if ref.startswith("mv-") and (row := session.get(ModelVersionRow, ref)) is not None:
         model = session.get(ModelRow, row.model_id)
         assert model is not None
-        return _version_out(session, model, row)
+        return version_out(session, model, row)
     model_ref, version_ref = parse_version_ref(ref)
     model = get_model_row(session, model_ref)
-    return _version_out(session, model, get_version_row(session, model, version_ref))
+    return version_out(session, model, get_version_row(session, model, version_ref))
 
 
 # ---- output --------------------------------------------------------------------------------
@@ -128,7 +115,7 @@ def _aliases_of(session: Session, version_row_ids: list[str]) -> dict[str, list[
     return {vid: _sorted_aliases(aliases) for vid, aliases in found.items()}
 
 
-def _version_out(
+def version_out(
     session: Session,
     model: ModelRow,
     row: ModelVersionRow,
@@ -204,7 +191,7 @@ def get_model(session: Session, ref: str) -> Model:
 
 def get_version(session: Session, model_ref: str, version_ref: str) -> ModelVersion:
     model = get_model_row(session, model_ref)
-    return _version_out(session, model, get_version_row(session, model, version_ref))
+    return version_out(session, model, get_version_row(session, model, version_ref))
 
 
 def _label_pair(label: str) -> tuple[str, str]:
@@ -258,166 +245,14 @@ def list_versions(
         query = query.where(ModelVersionRow.labels[key].as_string() == value)
     rows, next_token = fetch_page(session, query, ModelVersionRow.id, page_size, page_token)
     aliases = _aliases_of(session, [r.id for r in rows])
-    items = [_version_out(session, model, r, aliases[r.id]) for r in rows]
+    items = [version_out(session, model, r, aliases[r.id]) for r in rows]
     return Page[ModelVersion](items=items, next_page_token=next_token)
-
-
-# ---- upload --------------------------------------------------------------------------------
-
-
-def parse_upload_metadata(text: str) -> ModelUpload:
-    """The ``metadata`` form field of a multipart upload, with the JSON route's error shape."""
-    try:
-        return ModelUpload.model_validate_json(text)
-    except ValidationError as exc:
-        if exc.errors()[0].get("type") == "json_invalid":
-            raise InvalidArgumentError("metadata is not valid JSON", field="metadata") from exc
-        raise validation_error(RequestValidationError(exc.errors())) from exc
-
-
-def _target_model(session: Session, request: ModelUpload) -> ModelRow | None:
-    """The parent model, or None when the upload creates a model (checked to be free)."""
-    if request.parent_model is not None:
-        model = get_model_row(session, request.parent_model, field="parent_model")
-        if request.display_name is not None and request.display_name != model.display_name:
-            raise InvalidArgumentError(
-                f"display_name {request.display_name!r} differs from parent model "
-                f"{model.display_name!r}; leave it out when adding a version",
-                field="display_name",
-            )
-        taken = [
-            a
-            for a in request.version_aliases
-            if a != DEFAULT_ALIAS and session.get(ModelAliasRow, (model.id, a)) is not None
-        ]
-        if taken:
-            raise AlreadyExistsError(
-                f"alias {taken[0]!r} is already on another version of {model.display_name!r}; "
-                "move it after the upload (PATCH the new version's aliases)",
-                field="version_aliases",
-            )
-        return model
-    if request.display_name is None:
-        raise InvalidArgumentError(
-            "display_name is required (or parent_model to add a version)", field="display_name"
-        )
-    existing = session.scalar(
-        select(ModelRow.id).where(
-            ModelRow.project == "default", ModelRow.display_name == request.display_name
-        )
-    )
-    if existing is not None:
-        raise AlreadyExistsError(
-            f"model {request.display_name!r} already exists; pass "
-            f"parent_model={request.display_name!r} to upload a new version of it",
-            field="display_name",
-        )
-    return None
-
-
-def _precheck(db: Database, request: ModelUpload, *, uploaded: bool) -> None:
-    """Everything that can be refused before copying a possibly large artifact."""
-    if uploaded and request.artifact_uri is not None:
-        raise InvalidArgumentError(
-            "give artifact_uri or an uploaded archive, not both", field="artifact_uri"
-        )
-    if not uploaded and request.artifact_uri is None:
-        raise InvalidArgumentError("artifact_uri is required", field="artifact_uri")
-    if DEFAULT_ALIAS in request.version_aliases and not request.is_default_version:
-        raise InvalidArgumentError(
-            "'default' in version_aliases contradicts is_default_version=false",
-            field="version_aliases",
-        )
-    predictor_class(request.framework.value)  # framework known and installed here
-    with db.session() as session:
-        _target_model(session, request)
-
-
-def upload_model(
-    db: Database,
-    store: ArtifactStore,
-    request: ModelUpload,
-    *,
-    archive: IO[bytes] | None = None,
-) -> ModelVersion:
-    """Register a version from ``request.artifact_uri`` or an uploaded ``.tar.gz``."""
-    _precheck(db, request, uploaded=archive is not None)
-    with store.staging() as staged:
-        if archive is not None:
-            store.stage_tarball(archive, staged, field="artifact")
-        else:
-            assert request.artifact_uri is not None
-            store.stage_uri(request.artifact_uri, staged)
-        load_predictor(request.framework.value, staged)  # a model that does not load: 400
-        sha256, size = tree_digest(staged)
-        return _register(db, store, request, staged, sha256=sha256, size=size)
-
-
-def _register(
-    db: Database,
-    store: ArtifactStore,
-    request: ModelUpload,
-    staged: Path,
-    *,
-    sha256: str,
-    size: int,
-) -> ModelVersion:
-    committed: str | None = None
-    try:
-        with db.session() as session:
-            model = _target_model(session, request)
-            if model is None:
-                model = ModelRow(
-                    id=new_id("mdl"),
-                    display_name=request.display_name,
-                    description=request.description,
-                    labels=dict(request.labels),
-                    version_counter=0,
-                )
-                session.add(model)
-            model.version_counter += 1
-            model.updated_at = utcnow()
-            row = ModelVersionRow(
-                id=new_id("mv"),
-                model_id=model.id,
-                version_id=str(model.version_counter),
-                framework=request.framework.value,
-                artifact_uri=store.version_uri(model.id, str(model.version_counter)),
-                source_uri=request.artifact_uri or "upload",
-                description=request.description,
-                labels=dict(request.labels),
-                predict_schema=request.predict_schema.model_dump(mode="json", exclude_none=True)
-                if request.predict_schema
-                else None,
-                sha256=sha256,
-                size_bytes=size,
-            )
-            session.add(row)
-            session.flush()
-            aliases = list(request.version_aliases)
-            if model.version_counter == 1 or request.is_default_version:
-                aliases.append(DEFAULT_ALIAS)  # the first version is always the default
-            for alias in dict.fromkeys(aliases):
-                _move_alias(session, model.id, alias, row.id)
-            store.commit(staged, row.artifact_uri)
-            committed = row.artifact_uri
-            result = _version_out(session, model, row)
-    except BaseException as exc:
-        if committed is not None:  # the rows were not stored: neither are the files
-            store.remove(committed)
-        if isinstance(exc, IntegrityError):  # a concurrent upload took the name or number
-            field = "parent_model" if request.parent_model else "display_name"
-            raise AlreadyExistsError(
-                "a concurrent upload changed this model; retry", field=field
-            ) from exc
-        raise
-    return result
 
 
 # ---- updates -------------------------------------------------------------------------------
 
 
-def _move_alias(session: Session, model_id: str, alias: str, version_row_id: str) -> None:
+def move_alias(session: Session, model_id: str, alias: str, version_row_id: str) -> None:
     row = session.get(ModelAliasRow, (model_id, alias))
     if row is None:
         session.add(ModelAliasRow(model_id=model_id, alias=alias, version_row_id=version_row_id))
@@ -452,14 +287,14 @@ def update_version(
         for alias in current - wanted:
             session.delete(session.get(ModelAliasRow, (model.id, alias)))
         for alias in sorted(wanted - current):
-            _move_alias(session, model.id, alias, row.id)
+            move_alias(session, model.id, alias, row.id)
     if request.labels is not None:
         row.labels = dict(request.labels)
     if request.description is not None:
         row.description = request.description
     row.updated_at = model.updated_at = utcnow()
     session.flush()
-    return _version_out(session, model, row)
+    return version_out(session, model, row)
 
 
 def merge_aliases(
@@ -471,7 +306,7 @@ def merge_aliases(
     for item in request.aliases:
         alias = item.removeprefix("-")
         if not item.startswith("-"):
-            _move_alias(session, model.id, alias, row.id)
+            move_alias(session, model.id, alias, row.id)
             continue
         if alias == DEFAULT_ALIAS:
             raise InvalidArgumentError(
@@ -486,7 +321,7 @@ def merge_aliases(
         session.delete(existing)
     row.updated_at = model.updated_at = utcnow()
     session.flush()
-    return _version_out(session, model, row)
+    return version_out(session, model, row)
 
 
 # ---- deletes -------------------------------------------------------------------------------
@@ -509,7 +344,7 @@ def delete_version(
         model = get_model_row(session, model_ref)
         row = get_version_row(session, model, version_ref)
         _refuse_if_deployed(session, model, [row])
-        result = _version_out(session, model, row)
+        result = version_out(session, model, row)
         count = len(
             session.scalars(
                 select(ModelVersionRow.id).where(ModelVersionRow.model_id == model.id)
