@@ -20,6 +20,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Base",
+    "BatchPredictionJobRow",
     "ClusterRow",
     "EndpointRow",
     "JobRow",
@@ -185,4 +186,30 @@ class EndpointRow(Base):
     predict_url: Mapped[str | None] = mapped_column(String(256), default=None)
     generation: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BatchPredictionJobRow(Base):
+    __tablename__ = "batch_prediction_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    display_name: Mapped[str] = mapped_column(String(128))
+    model_ref: Mapped[str] = mapped_column(String(256))  # as given
+    model_version_id: Mapped[str] = mapped_column(String(40), index=True)
+    cluster_id: Mapped[str] = mapped_column(String(40), index=True)
+    cluster_name: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # the create request (input format resolved) plus framework, artifact_uri, model_version
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    submission_id: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    rows_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_succeeded: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_files: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"files": [...]}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    start_time: Mapped[datetime | None] = mapped_column(default=None)
+    end_time: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
