@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from raydeck.client.batch_predictions import BatchPredictionApi
 from raydeck.client.config import load_client_config
 from raydeck.client.endpoints import BoundEndpoint, EndpointApi
 from raydeck.client.http import ApiTransport, raise_for_error
@@ -254,6 +255,7 @@ class RaydeckClient:
         self.tokens = TokenApi(self._api)
         self.models = ModelApi(self._api)
         self.endpoints = EndpointApi(self._api)
+        self.batch_predictions = BatchPredictionApi(self._api)
 
     def endpoint(self, endpoint: str) -> BoundEndpoint:
         """A handle whose ``predict`` goes straight to the endpoint's Serve data plane."""

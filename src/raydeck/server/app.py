@@ -13,10 +13,20 @@ from raydeck.core.settings import Settings, get_settings
 from raydeck.db.session import Database
 from raydeck.server.errors import install_error_handlers
 from raydeck.server.reconcilers.autoscaler import Autoscaler
+from raydeck.server.reconcilers.batch_predictions import BatchPredictionReconciler
 from raydeck.server.reconcilers.clusters import ClusterReconciler
 from raydeck.server.reconcilers.endpoints import EndpointReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
-from raydeck.server.routers import clusters, endpoints, health, jobs, models, ray_proxy, tokens
+from raydeck.server.routers import (
+    batch_predictions,
+    clusters,
+    endpoints,
+    health,
+    jobs,
+    models,
+    ray_proxy,
+    tokens,
+)
 from raydeck.server.state import ServerState
 
 __all__ = ["create_app", "default_backends"]
@@ -56,6 +66,7 @@ def create_app(
                 JobReconciler(state).loop,
                 EndpointReconciler(state).loop,
                 Autoscaler(state).loop,
+                BatchPredictionReconciler(state).loop,
             ]
             for loop in loops:
                 loop.start()
@@ -74,6 +85,6 @@ def create_app(
     )
     app.state.raydeck = state
     install_error_handlers(app)
-    for module in (health, tokens, clusters, jobs, ray_proxy, models, endpoints):
+    for module in (health, tokens, clusters, jobs, ray_proxy, models, endpoints, batch_predictions):
         app.include_router(module.router)
     return app

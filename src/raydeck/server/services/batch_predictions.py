@@ -1,0 +1,322 @@
+"""Batch prediction jobs: checked and stored here; the reconciler submits and tracks them.
+
+A request is refused (4xx naming the field, nothing stored) unless the model version
+resolves, the cluster is running, every input URI names a file, the feature columns exist
+and the output directory is free. The row is stored QUEUED with the Ray submission id it
+will use, so a submission is idempotent across server restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shlex
+import sys
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from raydeck.core.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    RaydeckError,
+)
+from raydeck.core.ids import new_id
+from raydeck.core.models import Page
+from raydeck.core.models.batch_predictions import (
+    TERMINAL_BATCH_STATES,
+    BatchInputFormat,
+    BatchPredictionCounts,
+    BatchPredictionJob,
+    BatchPredictionJobCreate,
+    BatchPredictionState,
+    BatchPredictSpec,
+)
+from raydeck.core.models.registry import ModelVersion
+from raydeck.db.models import BatchPredictionJobRow, utcnow
+from raydeck.runtime.batch_files import (
+    expand_input_uris,
+    file_columns,
+    infer_format,
+    is_absolute,
+    output_conflict,
+)
+from raydeck.runtime.predictors import predictor_class
+from raydeck.server.services import jobs as job_service
+from raydeck.server.services.models import resolve_version
+from raydeck.server.services.paging import fetch_page
+from raydeck.server.state import ServerState
+
+__all__ = [
+    "LIVE_STATES",
+    "batch_spec",
+    "cancel_batch_prediction",
+    "create_batch_prediction",
+    "delete_batch_prediction",
+    "entrypoint",
+    "get_batch_prediction",
+    "get_batch_prediction_logs",
+    "get_row",
+    "list_batch_predictions",
+    "to_model",
+]
+
+MAX_ENTRYPOINT = 16384  # JobSubmit.entrypoint's limit: the Ray job is recorded as a Job too
+LIVE_STATES = frozenset(s.value for s in BatchPredictionState if s not in TERMINAL_BATCH_STATES)
+
+
+def to_model(row: BatchPredictionJobRow) -> BatchPredictionJob:
+    spec = row.spec
+    return BatchPredictionJob(
+        id=row.id,
+        display_name=row.display_name,
+        project=row.project,
+        model=row.model_ref,
+        model_version_id=row.model_version_id,
+        model_version=spec["model_version"],
+        framework=spec["framework"],
+        cluster=row.cluster_name,
+        input=spec["input"],
+        output=spec["output"],
+        batch_size=spec["batch_size"],
+        resources=spec["resources"],
+        concurrency=spec["concurrency"],
+        parameters=spec.get("parameters"),
+        state=BatchPredictionState(row.state),
+        state_reason=row.state_reason,
+        counts=BatchPredictionCounts(
+            rows_total=row.rows_total,
+            rows_succeeded=row.rows_succeeded,
+            rows_failed=row.rows_failed,
+        ),
+        output_files=list(row.output_files.get("files", [])),
+        submission_id=row.submission_id,
+        job_id=row.job_id,
+        created_at=row.created_at,
+        start_time=row.start_time,
+        end_time=row.end_time,
+        updated_at=row.updated_at,
+    )
+
+
+def batch_spec(row: BatchPredictionJobRow) -> BatchPredictSpec:
+    """What the Ray job is told to do (everything resolved at creation)."""
+    spec = row.spec
+    return BatchPredictSpec(
+        job_id=row.id,
+        framework=spec["framework"],
+        artifact_uri=spec["artifact_uri"],
+        model_version=spec["model_version"],
+        input=spec["input"],
+        output=spec["output"],
+        batch_size=spec["batch_size"],
+        num_cpus=spec["resources"]["num_cpus"],
+        num_gpus=spec["resources"]["num_gpus"],
+        concurrency=spec["concurrency"],
+        parameters=spec.get("parameters"),
+    )
+
+
+def entrypoint(row: BatchPredictionJobRow) -> str:
+    # The cluster runs from the server's own environment, so its interpreter has raydeck.
+    command = [sys.executable, "-m", "raydeck.runtime.batch_predict"]
+    return shlex.join([*command, "--spec", batch_spec(row).model_dump_json()])
+
+
+# ---- create ----------------------------------------------------------------------------------
+
+
+def _resolve_model(session: Session, ref: str) -> ModelVersion:
+    try:
+        return resolve_version(session, ref)
+    except NotFoundError as exc:  # model or alias: either way the "model" field is wrong
+        raise NotFoundError(exc.message, field="model") from exc
+
+
+def _check_parameters(framework: str, parameters: dict[str, object] | None) -> None:
+    if parameters:
+        predictor_class(framework)().check_parameters(parameters)  # 400 parameters.<name>
+
+
+def _check_input(request: BatchPredictionJobCreate) -> BatchInputFormat:
+    files = expand_input_uris(request.input.uris)
+    fmt = request.input.format or infer_format(files)
+    wanted = request.input.feature_columns
+    if wanted and fmt is not BatchInputFormat.JSONL:
+        try:
+            present = file_columns(files[0], fmt) or []
+        except (OSError, ValueError) as exc:  # pyarrow's errors are ValueErrors
+            raise InvalidArgumentError(
+                f"cannot read {files[0]!r} as {fmt.value}: {exc}"[:500], field="input.uris"
+            ) from exc
+        missing = [c for c in wanted if c not in present]
+        if missing:
+            raise InvalidArgumentError(
+                f"feature column {missing[0]!r} is not in {files[0]} "
+                f"(its columns: {', '.join(present)})"[:500],
+                field="input.feature_columns",
+            )
+    return fmt
+
+
+def _check_output(uri: str) -> None:
+    if not is_absolute(uri):
+        raise InvalidArgumentError(
+            f"{uri!r} is a relative path; give an absolute path or a URI", field="output.uri"
+        )
+    try:
+        conflict = output_conflict(uri)
+    except (OSError, ValueError, ImportError) as exc:
+        raise InvalidArgumentError(f"cannot use {uri!r}: {exc}"[:500], field="output.uri") from exc
+    if conflict:
+        raise InvalidArgumentError(conflict, field="output.uri")
+
+
+def _check_output_free(session: Session, uri: str) -> None:
+    for row in session.scalars(
+        select(BatchPredictionJobRow).where(BatchPredictionJobRow.state.in_(LIVE_STATES))
+    ):
+        if row.spec["output"]["uri"].rstrip("/") == uri.rstrip("/"):
+            raise InvalidArgumentError(
+                f"batch prediction job {row.id} ({row.state}) already writes to {uri!r}",
+                field="output.uri",
+            )
+
+
+def create_batch_prediction(
+    state: ServerState, request: BatchPredictionJobCreate
+) -> BatchPredictionJob:
+    with state.db.session() as session:
+        version = _resolve_model(session, request.model)
+    job_service.cluster_target(state, request.cluster)  # 404 unknown, 412 not running
+    _check_parameters(version.framework.value, request.parameters)
+    fmt = _check_input(request)
+    _check_output(request.output.uri)
+    spec = request.model_dump(mode="json")
+    spec["input"]["format"] = fmt.value
+    spec.update(
+        framework=version.framework.value,
+        artifact_uri=version.artifact_uri,
+        model_version=version.ref,
+    )
+    with state.db.session() as session:
+        _check_output_free(session, request.output.uri)
+        target = job_service.cluster_target(state, request.cluster)
+        row = BatchPredictionJobRow(
+            id=new_id("bpj"),
+            display_name=request.display_name or f"{version.ref} batch prediction",
+            model_ref=request.model,
+            model_version_id=version.id,
+            cluster_id=target.cluster_id,
+            cluster_name=target.name,
+            state=BatchPredictionState.QUEUED.value,
+            spec=spec,
+            submission_id=f"raydeck-bp-{secrets.token_hex(8)}",
+            rows_total=0,
+            rows_succeeded=0,
+            rows_failed=0,
+            output_files={},
+        )
+        if len(entrypoint(row)) > MAX_ENTRYPOINT:
+            raise InvalidArgumentError(
+                f"{len(request.input.uris)} input URIs make too long a job command; name a "
+                "directory or a glob instead",
+                field="input.uris",
+            )
+        session.add(row)
+        session.flush()
+        result = to_model(row)
+    state.wake_reconcilers()
+    return result
+
+
+# ---- reads -----------------------------------------------------------------------------------
+
+
+def get_row(session: Session, job_id: str) -> BatchPredictionJobRow:
+    row = session.get(BatchPredictionJobRow, job_id)
+    if row is None:
+        raise NotFoundError(f"batch prediction job {job_id!r} not found", field="job")
+    return row
+
+
+def get_batch_prediction(session: Session, job_id: str) -> BatchPredictionJob:
+    return to_model(get_row(session, job_id))
+
+
+def list_batch_predictions(
+    session: Session,
+    *,
+    page_size: int,
+    page_token: str | None,
+    state: BatchPredictionState | None = None,
+    cluster: str | None = None,
+) -> Page[BatchPredictionJob]:
+    query = select(BatchPredictionJobRow)
+    if state is not None:
+        query = query.where(BatchPredictionJobRow.state == state.value)
+    if cluster is not None:
+        query = query.where(BatchPredictionJobRow.cluster_name == cluster)
+    rows, next_token = fetch_page(session, query, BatchPredictionJobRow.id, page_size, page_token)
+    return Page[BatchPredictionJob](items=[to_model(r) for r in rows], next_page_token=next_token)
+
+
+# ---- cancel / delete / logs ------------------------------------------------------------------
+
+
+def cancel_batch_prediction(state: ServerState, job_id: str) -> BatchPredictionJob:
+    """QUEUED ends at once; a submitted job goes CANCELLING until its Ray job has stopped."""
+    with state.db.session() as session:
+        row = get_row(session, job_id)
+        current = BatchPredictionState(row.state)
+        if current in (BatchPredictionState.SUCCEEDED, BatchPredictionState.FAILED):
+            raise FailedPreconditionError(
+                f"batch prediction job {job_id} already ended ({current.value})", field="job"
+            )
+        if current is BatchPredictionState.QUEUED:
+            row.state = BatchPredictionState.CANCELLED.value
+            row.state_reason = "cancelled before it was submitted"
+            row.end_time = utcnow()
+        elif current in (BatchPredictionState.PENDING, BatchPredictionState.RUNNING):
+            row.state = BatchPredictionState.CANCELLING.value
+            row.state_reason = "cancel requested"
+        result = to_model(row)
+    state.wake_reconcilers()
+    return result
+
+
+def _load(state: ServerState, job_id: str) -> BatchPredictionJob:
+    with state.db.session() as session:
+        return to_model(get_row(session, job_id))
+
+
+def _delete_row(state: ServerState, job_id: str) -> None:
+    with state.db.session() as session:
+        session.delete(get_row(session, job_id))
+
+
+async def delete_batch_prediction(state: ServerState, job_id: str) -> BatchPredictionJob:
+    """Deletes the record (and its Ray job's record); the output files stay."""
+    job = await asyncio.to_thread(_load, state, job_id)
+    if job.state not in TERMINAL_BATCH_STATES:
+        raise FailedPreconditionError(
+            f"batch prediction job {job_id} is {job.state.value}; cancel it before deleting",
+            field="job",
+        )
+    if job.job_id is not None:
+        with contextlib.suppress(RaydeckError):  # already gone, or its cluster is
+            await job_service.delete_job(state, job.job_id)
+    await asyncio.to_thread(_delete_row, state, job_id)
+    return job
+
+
+async def get_batch_prediction_logs(state: ServerState, job_id: str) -> str:
+    job = await asyncio.to_thread(_load, state, job_id)
+    if job.job_id is None:
+        raise FailedPreconditionError(
+            f"batch prediction job {job_id} has not started on its cluster yet; no logs",
+            field="job",
+        )
+    return await job_service.get_job_logs(state, job.job_id)
