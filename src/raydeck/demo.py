@@ -7,15 +7,18 @@ job with an uploaded working_dir, follows its logs, scales the pool, and deletes
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import ray
 from rich.console import Console
 from rich.table import Table
@@ -40,6 +43,32 @@ TRAIN_SCRIPT = textwrap.dedent(
     results = ray.get([square.remote(i) for i in range(8)])
     print("sum of squares:", sum(r[0] for r in results))
     print("ran on accel workers: ok")
+    """
+)
+
+
+TRAIN_MODELS_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, joblib, ray, xgboost as xgb
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    ray.init()
+    out = sys.argv[1]
+
+    @ray.remote
+    def train(kind):
+        X, y = make_classification(2000, 4, random_state=0)
+        path = os.path.join(out, kind)
+        os.makedirs(path, exist_ok=True)
+        if kind == "sklearn":
+            joblib.dump(LogisticRegression().fit(X, y), os.path.join(path, "model.joblib"))
+        else:
+            xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(X, y).save_model(
+                os.path.join(path, "model.json"))
+        return path
+
+    print("trained:", ray.get([train.remote("sklearn"), train.remote("xgboost")]))
     """
 )
 
@@ -103,6 +132,8 @@ def run_quickstart(client: RaydeckClient) -> None:
     if done.state is not JobState.SUCCEEDED:
         raise SystemExit(f"demo job failed: {done.message}")
 
+    serve_models(client, workdir)
+
     def scale_down() -> Cluster:
         client.clusters.scale("demo", "accel", 1)
         return client.clusters.wait("demo")
@@ -119,6 +150,67 @@ def run_quickstart(client: RaydeckClient) -> None:
         return "all of its processes stopped"
 
     step("delete the cluster", delete)
+
+
+def serve_models(client: RaydeckClient, workdir: Path) -> None:
+    """Train two models on the cluster, register them as versions of one model, deploy both
+    behind one endpoint with an 80/20 split and predict over REST and the SDK."""
+    (workdir / "train_models.py").write_text(TRAIN_MODELS_SCRIPT)
+    model_dir = workdir / "trained"
+    job = client.jobs.submit("demo", f"python train_models.py {model_dir}", working_dir=workdir)
+    step(
+        "train sklearn + XGBoost in a job",
+        lambda: client.jobs.wait(job.id),
+        lambda j: f"{j.state.value}",
+    )
+
+    def register() -> str:
+        first = client.models.upload("churn", model_dir / "sklearn", "sklearn")
+        second = client.models.upload(
+            "churn", model_dir / "xgboost", "xgboost", parent_model="churn"
+        )
+        return f"churn@{first.version_id} (sklearn), churn@{second.version_id} (xgboost, default)"
+
+    step("register both as versions of model 'churn'", register)
+    client.endpoints.create("churn-api", cluster="demo")
+    client.endpoints.deploy("churn-api", "churn@1", num_cpus=0.25)
+    client.endpoints.deploy("churn-api", "churn@2", num_cpus=0.25, traffic_percentage=20)
+    endpoint = step(
+        "deploy both with an 80/20 split",
+        lambda: client.endpoints.wait("churn-api"),
+        lambda e: f"READY at {e.predict_url}",
+    )
+    instance = [[0.5, -1.2, 0.3, 2.0]]
+    step(
+        "predict over REST (curl-style)",
+        lambda: httpx.post(
+            f"{endpoint.predict_url}/predict",
+            json={"instances": instance},
+            headers={"Authorization": f"Bearer {os.environ['RAYDECK_TOKEN']}"},
+        ).json(),
+        lambda r: f"{r['predictions']} from {r['deployed_model_id']}",
+    )
+    bound = client.endpoint("churn-api")
+    step(
+        "predict 200 times with the SDK",
+        lambda: Counter(bound.predict(instance).model_version_id for _ in range(200)),
+        lambda c: ", ".join(f"{k}: {v}" for k, v in sorted(c.items())),
+    )
+    batch_input = workdir / "batch.jsonl"
+    batch_input.write_text("".join(json.dumps(row) + "\n" for row in [[0.1, 0.2, 0.3, 0.4]] * 1000))
+    batch = client.batch_predictions.create(
+        model="churn@default",
+        cluster="demo",
+        input=str(batch_input),
+        output=str(workdir / "batch-out"),
+        num_cpus=0.5,
+    )
+    step(
+        "batch-predict a 1,000-row file",
+        lambda: client.batch_predictions.wait(batch.id),
+        lambda b: f"{b.state.value}: {b.counts.rows_succeeded} rows predicted",
+    )
+    client.endpoints.delete("churn-api")
 
 
 def main() -> None:

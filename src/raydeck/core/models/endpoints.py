@@ -19,8 +19,8 @@ __all__ = [
     "EndpointCreate",
     "EndpointState",
     "EndpointUpdate",
-    "Prediction",
     "PredictRequest",
+    "Prediction",
     "UndeployModel",
 ]
 
