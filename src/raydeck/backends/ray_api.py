@@ -237,7 +237,7 @@ class RayDashboardClient:
 
     async def serve_apply(self, config: dict[str, Any]) -> None:
         """PUT the whole Serve config; applications left out of it are removed."""
-        await self._request("PUT", "/api/serve/applications/", json=config)
+        await self._request("PUT", "/api/serve/applications/", json_body=config)
 
     async def serve_status(self) -> dict[str, Any]:
         """Serve's view: {"applications": {name: {"status", "message", ...}}, ...}."""
