@@ -9,7 +9,9 @@ then connects like ``ray.init("ray://<address>")``.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +21,8 @@ from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-d
 from ray.client_builder import ClientBuilder, ClientContext
 
 from raydeck.core.errors import FailedPreconditionError, InvalidArgumentError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RaydeckClientBuilder", "Resolver", "configure_ray_token_auth", "resolve_cluster"]
 
@@ -70,6 +74,9 @@ def configure_ray_token_auth(token: str) -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+CONNECT_ATTEMPTS = 3
+
+
 class RaydeckClientBuilder(ClientBuilder):
     """Builder Ray creates for ``raydeck://<cluster-name>`` addresses."""
 
@@ -89,5 +96,16 @@ class RaydeckClientBuilder(ClientBuilder):
     def connect(self) -> ClientContext:
         # Applied at connect time, not in __init__: building a builder has no side effects.
         configure_ray_token_auth(self._ray_auth_token)
-        context: ClientContext = super().connect()
-        return context
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                context: ClientContext = super().connect()
+                return context
+            except ConnectionAbortedError as exc:
+                # Ray Client's proxier sometimes fails to start the per-connection server
+                # ("Starting Ray client server failed", empty logs); a new attempt gets a
+                # fresh server. Anything else, or the last attempt, surfaces unchanged.
+                if "client server failed" not in str(exc) or attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+                log.warning("Ray Client server start failed on %s; retrying", self.cluster_name)
+                time.sleep(1.0)
+        raise AssertionError("unreachable")

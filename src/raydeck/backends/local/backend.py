@@ -10,6 +10,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import psutil
+
 from raydeck.backends.base import (
     BackendError,
     ClusterBackend,
@@ -20,12 +22,29 @@ from raydeck.backends.base import (
     PoolSpec,
 )
 from raydeck.backends.local.locks import file_lock
+from raydeck.backends.local.planning import (
+    HEAD,
+    MAX_TEMP_DIR_LEN,
+    choose_surplus,
+    missing_workers,
+    node_order,
+    node_temp_dir,
+)
 from raydeck.backends.local.ports import PortAllocator
-from raydeck.backends.local.processes import cluster_processes, live_daemons, terminate
+from raydeck.backends.local.processes import (
+    ClusterProcess,
+    cluster_processes,
+    live_daemons,
+    terminate,
+)
 from raydeck.backends.local.raystart import (
+    CLIENT_SERVER_LOG,
     NodeLaunch,
+    check_resources,
     host_port,
+    log_tail,
     run_ray_start,
+    start_client_server,
     start_ray_process,
 )
 from raydeck.backends.local.readiness import wait_for_nodes, wait_for_port
@@ -33,11 +52,6 @@ from raydeck.backends.local.state import ClusterState, NodeRecord, StateStore
 
 __all__ = ["LocalClusterBackend"]
 
-HEAD = "head"
-# Ray puts Unix sockets at <temp>/session_<date>_<pid>/sockets/plasma_store (64 chars past
-# <temp>), and sun_path holds 107; keep temp dirs well below the difference.
-_MAX_TEMP_DIR_LEN = 40
-_GCS_WAIT_SECONDS = 90.0
 _REGISTER_WAIT_SECONDS = 60.0
 
 
@@ -78,7 +92,7 @@ class LocalClusterBackend(ClusterBackend):
                 alive=_is_alive(record.name, daemons),
                 address=host_port(record.node_ip or self._bind_host, record.ports.node_manager),
             )
-            for record in sorted(state.nodes.values(), key=_node_order)
+            for record in sorted(state.nodes.values(), key=node_order)
         )
         return ClusterObservation(
             head_alive=_is_alive(HEAD, daemons),
@@ -90,7 +104,9 @@ class LocalClusterBackend(ClusterBackend):
         cluster_id = spec.cluster_id
         with self._cluster_lock(cluster_id):
             try:
-                terminate([cp.process for cp in cluster_processes(cluster_id)])
+                # Short grace: nothing of the cluster survives, so a raylet's orderly goodbye
+                # to a GCS that is going away too only costs time.
+                terminate([cp.process for cp in cluster_processes(cluster_id)], grace_seconds=2)
             except OSError as exc:
                 raise BackendError(f"cannot stop cluster {cluster_id}: {exc}") from exc
             state = self._store.load(cluster_id)
@@ -110,36 +126,30 @@ class LocalClusterBackend(ClusterBackend):
             cluster_id, str(self._base_dir(cluster_id))
         )
         procs = cluster_processes(cluster_id)
-        daemons = live_daemons(procs)
         old_head = state.head
-        head_alive = old_head is not None and _is_alive(HEAD, daemons)
+        head_alive = self._drop_dead_nodes(state, procs)
 
-        # Workers cannot rejoin a new GCS, so a dead head means starting over; otherwise
-        # drop only nodes whose raylet is gone, plus marked processes no record explains.
-        if head_alive:
-            dead = {name for name in state.nodes if not _is_alive(name, daemons)}
-        else:
-            dead = set(state.nodes)
-        orphans = [
-            cp.process
-            for cp in procs
-            if cp.node is None or cp.node in dead or cp.node not in state.nodes
-        ]
-        terminate(orphans)
-        for name in dead:
-            self._forget(state, name)
-
-        surplus = _choose_surplus(state, spec, prefer_remove)
+        surplus = choose_surplus(state, spec, prefer_remove)
         starts: list[tuple[str, PoolSpec]] = [] if head_alive else [(HEAD, spec.head)]
-        starts += _missing_workers(state, spec, surplus)
+        starts += missing_workers(state, spec, surplus)
         prefer = [old_head.port_base] if old_head is not None and not head_alive else []
         self._reserve(state, [name for name, _ in starts], [p.name for _, p in starts], prefer)
+        head = state.head
+        assert head is not None  # alive, or reserved just above
 
-        with ThreadPoolExecutor(max_workers=max(1, len(starts) + len(surplus))) as pool:
-            stops = [pool.submit(self._stop_node, cluster_id, r) for r in surplus]
-            failed = self._start_nodes(pool, state, spec, dict(starts))
-            for future in stops:
-                future.result()
+        client_server = None
+        if head_alive and not _client_server_running(procs):
+            client_server = start_client_server(self._launch(spec, head, spec.head, head))
+        reserved = [state.nodes[name].port_base for name, _ in starts]
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, len(starts) + len(surplus))) as pool:
+                stops = [pool.submit(self._stop_node, cluster_id, r) for r in surplus]
+                failed, started_client = self._start_nodes(pool, state, spec, dict(starts))
+                for future in stops:
+                    future.result()
+        finally:
+            self._ports.release(reserved)
+        client_server = client_server or started_client
         for record in surplus:
             state.nodes.pop(record.name, None)
 
@@ -152,20 +162,36 @@ class LocalClusterBackend(ClusterBackend):
             more = f" (and {len(failed) - 1} more node(s) failed)"
             raise BackendError(first.message + more, **first.details) from first
         self._store.save(state)
-
-        started = [name for name, _ in starts]
-
-        head = state.head
-        assert head is not None  # started above or alive already
         endpoints = self._endpoints(head)
-        if started:
+        if starts:
             wait_for_nodes(
                 endpoints.dashboard_url,
                 spec.ray_auth_token,
-                [state.nodes[name].ports.node_manager for name in started],
+                [state.nodes[name].ports.node_manager for name, _ in starts],
                 _REGISTER_WAIT_SECONDS,
             )
+        if client_server is not None:
+            self._wait_for_client_server(cluster_id, head, client_server)
         return endpoints
+
+    def _drop_dead_nodes(self, state: ClusterState, procs: list[ClusterProcess]) -> bool:
+        """Forget nodes whose core daemons are gone and kill their leftovers, plus marked
+        processes no record explains; returns whether the head is alive. Workers cannot
+        rejoin a new GCS, so a dead head means starting the whole cluster over."""
+        daemons = live_daemons(procs)
+        head_alive = state.head is not None and _is_alive(HEAD, daemons)
+        if head_alive:
+            dead = {name for name in state.nodes if not _is_alive(name, daemons)}
+        else:
+            dead = set(state.nodes)
+        terminate(
+            cp.process
+            for cp in procs
+            if cp.node is None or cp.node in dead or cp.node not in state.nodes
+        )
+        for name in dead:
+            self._forget(state, name)
+        return head_alive
 
     def _start_nodes(
         self,
@@ -173,35 +199,33 @@ class LocalClusterBackend(ClusterBackend):
         state: ClusterState,
         spec: ClusterSpec,
         starts: dict[str, PoolSpec],
-    ) -> dict[str, BackendError]:
-        """Start the head (if asked), then every worker at once; returns failures by node."""
+    ) -> tuple[dict[str, BackendError], subprocess.Popen[bytes] | None]:
+        """Start every node at once (workers wait for the head), plus the head's Ray Client
+        proxy when the head is new; returns failures by node, and that proxy."""
         head = state.head
         assert head is not None
+        processes: dict[str, subprocess.Popen[bytes]] = {}
         futures: dict[str, Future[str]] = {}
-        if HEAD in starts:
-            launch = self._launch(spec, head, starts[HEAD], head.ports.gcs)
-            try:
-                process = start_ray_process(launch)
-            except BackendError as exc:
-                return {HEAD: exc}
-            futures[HEAD] = pool.submit(run_ray_start, launch, process)
-            # Workers only need the GCS, which is up seconds before the head's dashboard, so
-            # they start while the head is still finishing.
-            gcs_up = wait_for_port(
-                self._bind_host,
-                head.ports.gcs,
-                _GCS_WAIT_SECONDS,
-                give_up=futures[HEAD].done,
-            )
-            if not gcs_up:
-                process.kill()  # unblocks the thread waiting on it; _abandon cleans up
-                return {HEAD: _failure(futures[HEAD], "the head's GCS did not come up")}
-        for name, pool_spec in starts.items():
-            if name != HEAD:
-                launch = self._launch(spec, state.nodes[name], pool_spec, head.ports.gcs)
-                futures[name] = pool.submit(run_ray_start, launch)
-
         failed: dict[str, BackendError] = {}
+        for name, pool_spec in starts.items():
+            launch = self._launch(spec, state.nodes[name], pool_spec, head)
+            shutil.rmtree(launch.temp_dir, ignore_errors=True)  # stale sockets of a prior run
+            try:
+                processes[name] = start_ray_process(launch)
+            except BackendError as exc:
+                failed[name] = exc
+                continue
+            futures[name] = pool.submit(run_ray_start, launch, processes[name])
+        client_server = None
+        if HEAD in processes:
+            try:
+                client_server = start_client_server(self._launch(spec, head, starts[HEAD], head))
+            except BackendError as exc:
+                failed[HEAD] = exc
+
+        if HEAD in failed or (HEAD in futures and futures[HEAD].exception() is not None):
+            for process in processes.values():
+                process.kill()  # workers would wait for a head that never comes
         for name, future in futures.items():
             try:
                 state.nodes[name].node_ip = future.result()
@@ -209,23 +233,38 @@ class LocalClusterBackend(ClusterBackend):
                 failed[name] = exc
             except (OSError, subprocess.SubprocessError) as exc:
                 failed[name] = BackendError(f"ray start for node {name!r} failed: {exc}")
-        return failed
+        return failed, client_server
+
+    def _wait_for_client_server(
+        self, cluster_id: str, head: NodeRecord, process: subprocess.Popen[bytes]
+    ) -> None:
+        port = head.ports.ray_client
+        if wait_for_port(self._bind_host, port, _REGISTER_WAIT_SECONDS, process.poll):
+            return
+        process.kill()
+        log = Path(head.temp_dir) / CLIENT_SERVER_LOG
+        tail = log_tail(log)
+        reason = tail.splitlines()[-1] if tail else "no output"
+        raise BackendError(
+            f"the Ray Client server of cluster {cluster_id} did not listen on "
+            f"port {port}: {reason}",
+            log_tail=tail,
+            log_file=str(log),
+        )
 
     def _launch(
-        self, spec: ClusterSpec, record: NodeRecord, pool: PoolSpec, gcs_port: int
+        self, spec: ClusterSpec, record: NodeRecord, pool: PoolSpec, head: NodeRecord
     ) -> NodeLaunch:
-        temp_dir = Path(record.temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)  # stale sockets of an earlier run
         return NodeLaunch(
             cluster_id=spec.cluster_id,
             node=record.name,
             pool=pool,
             ports=record.ports,
-            temp_dir=temp_dir,
+            temp_dir=Path(record.temp_dir),
             bind_host=self._bind_host,
             auth_token=spec.ray_auth_token,
             extra_env=spec.env,
-            gcs_port=gcs_port,
+            gcs_port=head.ports.gcs,
         )
 
     def _reserve(
@@ -237,13 +276,14 @@ class LocalClusterBackend(ClusterBackend):
         with file_lock(self._state_dir / ".locks" / "slots.lock"):
             used = self._store.used_port_bases(exclude=state.cluster_id)
             used.update(n.port_base for n in state.nodes.values())
-            bases = self._ports.allocate(len(names), used, prefer)
+            owner = f"{self._state_dir}/{state.cluster_id}"
+            bases = self._ports.allocate(len(names), used, prefer, owner)
             for name, pool, base in zip(names, pools, bases, strict=True):
                 state.nodes[name] = NodeRecord(
                     name=name,
                     pool=pool,
                     port_base=base,
-                    temp_dir=str(_node_temp_dir(Path(state.base_dir), name, base)),
+                    temp_dir=str(node_temp_dir(Path(state.base_dir), name, base)),
                 )
             # Saved under the lock: other clusters' allocations read this file.
             self._store.save(state)
@@ -273,7 +313,7 @@ class LocalClusterBackend(ClusterBackend):
 
     def _base_dir(self, cluster_id: str) -> Path:
         preferred = self._store.cluster_dir(cluster_id) / "ray"
-        if len(str(preferred)) + len("/n65535") <= _MAX_TEMP_DIR_LEN:
+        if len(str(preferred)) + len("/n65535") <= MAX_TEMP_DIR_LEN:
             return preferred
         # Deterministic, so delete finds it even when the state file is gone.
         digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:10]
@@ -285,6 +325,7 @@ class LocalClusterBackend(ClusterBackend):
             gcs_address=host_port(host, ports.gcs),
             dashboard_url=f"http://{host_port(host, ports.dashboard)}",
             ray_client_address=host_port(host, ports.ray_client),
+            serve_port=ports.serve,
         )
 
 
@@ -294,65 +335,23 @@ def _check_pools(spec: ClusterSpec) -> None:
         raise BackendError(
             f"cluster {spec.cluster_id}: worker pool names must be unique, not 'head'"
         )
+    for pool in (spec.head, *spec.worker_pools):
+        check_resources(pool)
+
+
+def _client_server_running(procs: Iterable[ClusterProcess]) -> bool:
+    for cp in procs:
+        if cp.node != HEAD:
+            continue
+        try:
+            cmdline = cp.process.cmdline()
+        except psutil.Error:
+            continue
+        if "client-server" in cmdline and "--mode=proxy" in cmdline:
+            return True
+    return False
 
 
 def _is_alive(name: str, daemons: dict[str, set[str]]) -> bool:
     needed = {"gcs_server", "raylet"} if name == HEAD else {"raylet"}
     return needed <= daemons.get(name, set())
-
-
-def _index(record: NodeRecord) -> int:
-    suffix = record.name[len(record.pool) + 1 :]
-    return int(suffix) if suffix.isdigit() else -1
-
-
-def _node_order(record: NodeRecord) -> tuple[bool, str, int]:
-    return (record.pool != HEAD, record.pool, _index(record))
-
-
-def _choose_surplus(
-    state: ClusterState, spec: ClusterSpec, prefer_remove: set[str]
-) -> list[NodeRecord]:
-    wanted = {p.name: max(0, p.replicas) for p in spec.worker_pools}
-    surplus: list[NodeRecord] = []
-    for pool in {r.pool for r in state.workers()}:
-        nodes = [r for r in state.workers() if r.pool == pool]
-        extra = len(nodes) - wanted.get(pool, 0)
-        if extra > 0:
-            nodes.sort(key=lambda r: (r.name not in prefer_remove, -_index(r)))
-            surplus += nodes[:extra]
-    return surplus
-
-
-def _missing_workers(
-    state: ClusterState, spec: ClusterSpec, surplus: list[NodeRecord]
-) -> list[tuple[str, PoolSpec]]:
-    leaving = {r.name for r in surplus}
-    missing: list[tuple[str, PoolSpec]] = []
-    for pool in spec.worker_pools:
-        kept = [r for r in state.workers() if r.pool == pool.name and r.name not in leaving]
-        used = {_index(r) for r in kept}
-        index = 0
-        for _ in range(max(0, pool.replicas) - len(kept)):
-            while index in used:
-                index += 1
-            used.add(index)
-            missing.append((f"{pool.name}-{index}", pool))
-    return missing
-
-
-def _node_temp_dir(base: Path, name: str, port_base: int) -> Path:
-    by_name = base / name
-    if len(str(by_name)) <= _MAX_TEMP_DIR_LEN and name.replace("-", "").isalnum():
-        return by_name
-    return base / f"n{port_base}"
-
-
-def _failure(future: Future[str], reason: str) -> BackendError:
-    if future.done():
-        exc = future.exception()
-        if isinstance(exc, BackendError):
-            return exc
-        if exc is not None:
-            return BackendError(f"{reason}: {exc}")
-    return BackendError(reason)

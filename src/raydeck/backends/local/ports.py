@@ -25,6 +25,8 @@ __all__ = ["SLOT_SIZE", "NodePorts", "PortAllocator", "default_lease_file"]
 
 SLOT_SIZE = 100
 _WORKER_PORTS_OFFSET = 10
+# On the head, the top of the block goes to Ray Client's per-client servers (see launcher.py).
+_CLIENT_SERVER_PORTS_OFFSET = 70
 _LEASE_SECONDS = 300.0
 
 
@@ -33,6 +35,7 @@ class NodePorts:
     """The fixed layout of one slot; head-only ports are unused on workers."""
 
     base: int
+    head: bool = False
 
     @property
     def node_manager(self) -> int:
@@ -71,12 +74,24 @@ class NodePorts:
         return self.base + 8
 
     @property
+    def serve(self) -> int:
+        """Ray Serve's HTTP proxy (one per cluster, on the head)."""
+        return self.base + 9
+
+    @property
     def min_worker(self) -> int:
         return self.base + _WORKER_PORTS_OFFSET
 
     @property
     def max_worker(self) -> int:
+        if self.head:
+            return self.base + _CLIENT_SERVER_PORTS_OFFSET - 1
         return self.base + SLOT_SIZE - 1
+
+    @property
+    def client_servers(self) -> range:
+        """Ports for the servers Ray Client's proxy starts, one per connected client."""
+        return range(self.base + _CLIENT_SERVER_PORTS_OFFSET, self.base + SLOT_SIZE)
 
     def all_ports(self) -> range:
         return range(self.base, self.base + SLOT_SIZE)
@@ -98,6 +113,8 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             continue  # family unsupported on this host
         try:
+            # Like Ray's own servers, ignore TIME_WAIT leftovers; a listener still conflicts.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
         except OSError:
             return False
@@ -120,25 +137,28 @@ class PortAllocator:
         self._bases = range(low, high - SLOT_SIZE + 2, SLOT_SIZE)
         self._lease_file = lease_file or default_lease_file()
 
-    def allocate(self, count: int, used: Iterable[int], prefer: Iterable[int] = ()) -> list[int]:
+    def allocate(
+        self, count: int, used: Iterable[int], prefer: Iterable[int] = (), owner: str = ""
+    ) -> list[int]:
         """Reserve ``count`` slots not in ``used`` whose ports are all unbound.
 
-        ``prefer`` bases are tried first (a restarted head keeps its endpoints). The caller
-        must hold the state-dir lock so that ``used`` cannot change underneath.
+        ``prefer`` bases are tried first (a restarted head keeps its endpoints); leases held by
+        the same ``owner`` do not block it. The caller must hold the state-dir lock so that
+        ``used`` cannot change underneath.
         """
         if count <= 0:
             return []
         taken = set(used)
         chosen: list[int] = []
         with file_lock(self._lease_file.with_suffix(".lock")):
-            leases = self._read_leases()
             now = time.time()
-            leases = {base: until for base, until in leases.items() if until > now}
+            leases = {b: lease for b, lease in self._read_leases().items() if lease[0] > now}
             candidates = [b for b in prefer if b in self._bases] + list(self._bases)
             for base in candidates:
                 if len(chosen) == count:
                     break
-                if base in taken or base in leases or base in chosen:
+                leased = base in leases and (not owner or leases[base][1] != owner)
+                if base in taken or leased or base in chosen:
                     continue
                 if _block_is_free(base):
                     chosen.append(base)
@@ -148,18 +168,27 @@ class PortAllocator:
                     f"{self._bases.start}-{self._bases.stop + SLOT_SIZE - 2}"
                 )
             for base in chosen:
-                leases[base] = now + _LEASE_SECONDS
+                leases[base] = (now + _LEASE_SECONDS, owner)
             self._write_leases(leases)
         return chosen
 
-    def _read_leases(self) -> dict[int, float]:
+    def release(self, bases: Iterable[int]) -> None:
+        """Drop leases once their nodes are up (their bound ports now keep others away)."""
+        drop = set(bases)
+        if not drop:
+            return
+        with file_lock(self._lease_file.with_suffix(".lock")):
+            leases = self._read_leases()
+            self._write_leases({b: lease for b, lease in leases.items() if b not in drop})
+
+    def _read_leases(self) -> dict[int, tuple[float, str]]:
         try:
             raw = json.loads(self._lease_file.read_text())
-            return {int(k): float(v) for k, v in raw.items()}
-        except (OSError, ValueError, AttributeError):
+            return {int(k): (float(v[0]), str(v[1])) for k, v in raw.items()}
+        except (OSError, ValueError, AttributeError, TypeError, IndexError, KeyError):
             return {}  # missing or corrupt: leases are only a short-lived hint
 
-    def _write_leases(self, leases: dict[int, float]) -> None:
+    def _write_leases(self, leases: dict[int, tuple[float, str]]) -> None:
         tmp = self._lease_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({str(k): v for k, v in leases.items()}))
+        tmp.write_text(json.dumps({str(k): list(v) for k, v in leases.items()}))
         os.replace(tmp, self._lease_file)

@@ -4,9 +4,10 @@ Every ``ray start`` gets ``RAYDECK_CLUSTER_ID``/``RAYDECK_NODE`` in its environm
 in a session of its own. Ray's daemons (gcs_server, raylet, dashboard, log monitor, Ray
 Client server...) keep the variables readable in ``/proc/<pid>/environ``, but processes that
 rename themselves with setproctitle (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``,
-``ray::IDLE`` workers) overwrite that memory, so the markers alone miss them. They are found
-as descendants of a marked process, or, once orphaned, as ``ray::`` processes in the session of
-a marked process whose session leader (the exited ``ray start``) is gone.
+``ray-dashboard-*`` modules, often workers) may overwrite that memory, so the markers alone
+miss them. They are found as descendants of a marked process or, once orphaned, as unmarked
+processes in the session of a marked process whose session leader (the exited ``ray start``)
+is gone: that session holds nothing but the node's processes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ __all__ = [
 
 CLUSTER_ENV = "RAYDECK_CLUSTER_ID"
 NODE_ENV = "RAYDECK_NODE"
-_RAY_TITLE_PREFIX = "ray::"
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,8 @@ def cluster_processes(cluster_id: str) -> list[ClusterProcess]:
                 node_of[child.process.pid] = node_of[pid]
                 stack.append(child.process.pid)
 
-    # Orphaned renamed workers: same session as a marked process, and that session is one we
-    # created (its leader, the `ray start` we ran, has exited), not e.g. a user's shell.
+    # Orphans: same session as a marked process, and that session is one we created (its
+    # leader, the `ray start` we ran, has exited), not e.g. a user's shell.
     session_node: dict[int, str | None] = {}
     for pid, node in node_of.items():
         sid = by_pid[pid].sid
@@ -95,26 +95,13 @@ def cluster_processes(cluster_id: str) -> list[ClusterProcess]:
         if sid > 1 and (leader is None or leader.process.pid in node_of):
             session_node.setdefault(sid, node)
     for s in seen:
-        if (
-            s.process.pid not in node_of
-            and s.cluster is None
-            and s.sid in session_node
-            and _is_ray_titled(s.process)
-        ):
+        if s.process.pid not in node_of and s.cluster is None and s.sid in session_node:
             node_of[s.process.pid] = session_node[s.sid]
 
     node_of.pop(os.getpid(), None)
     return [
         ClusterProcess(by_pid[pid].process, node, by_pid[pid].name) for pid, node in node_of.items()
     ]
-
-
-def _is_ray_titled(proc: psutil.Process) -> bool:
-    try:
-        cmdline = proc.cmdline()
-    except psutil.Error:
-        return False
-    return bool(cmdline) and cmdline[0].startswith(_RAY_TITLE_PREFIX)
 
 
 def find_cluster_processes(cluster_id: str, node: str | None = None) -> list[psutil.Process]:

@@ -15,7 +15,16 @@ from raydeck.backends.base import BackendError, PoolSpec
 from raydeck.backends.local.ports import NodePorts
 from raydeck.backends.local.processes import CLUSTER_ENV, NODE_ENV
 
-__all__ = ["NodeLaunch", "host_port", "run_ray_start", "start_ray_process"]
+__all__ = [
+    "CLIENT_SERVER_LOG",
+    "NodeLaunch",
+    "check_resources",
+    "host_port",
+    "log_tail",
+    "run_ray_start",
+    "start_client_server",
+    "start_ray_process",
+]
 
 START_LOG = "raydeck-start.log"
 _START_TIMEOUT_SECONDS = 180.0
@@ -30,9 +39,12 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def ray_executable() -> str:
-    # The `ray` next to the running interpreter, so the cluster runs the server's Ray.
-    return str(Path(sys.executable).parent / "ray")
+# Ray's processes start through launcher.py (see there why) in the server's own interpreter,
+# so the cluster runs the server's Ray. It is passed with -c: run as a file, its directory
+# would shadow top-level modules of the child.
+_LAUNCHER = (Path(__file__).parent / "launcher.py").read_text()
+_GCS_WAIT_SECONDS = 120.0
+CLIENT_SERVER_LOG = "raydeck-client-server.log"
 
 
 @dataclass(frozen=True)
@@ -53,9 +65,14 @@ class NodeLaunch:
 
     def argv(self) -> list[str]:
         p = self.ports
+        gcs = "" if self.is_head else host_port(self.bind_host, self.gcs_port)
         args = [
-            ray_executable(),
+            sys.executable,
+            "-c",
+            _LAUNCHER,
             "start",
+            gcs,
+            str(_GCS_WAIT_SECONDS),
             f"--node-ip-address={self.bind_host}",
             f"--node-manager-port={p.node_manager}",
             f"--object-manager-port={p.object_manager}",
@@ -77,27 +94,18 @@ class NodeLaunch:
                 "--include-dashboard=true",
                 f"--dashboard-host={self.bind_host}",
                 f"--dashboard-port={p.dashboard}",
+                # Not started by Ray (see launcher.py), but Ray checks the port is free.
                 f"--ray-client-server-port={p.ray_client}",
             ]
         else:
-            args.append(f"--address={host_port(self.bind_host, self.gcs_port)}")
+            args.append(f"--address={gcs}")
         args += self._resource_args()
         return args
 
     def _resource_args(self) -> list[str]:
         pool = self.pool
-        reserved = _RESERVED_RESOURCES.intersection(pool.resources)
-        if reserved:
-            raise BackendError(
-                f"pool {pool.name!r}: {sorted(reserved)} cannot be custom resources; "
-                "use num_cpus, num_gpus or memory"
-            )
-        args: list[str] = []
-        # `ray start` only takes whole CPUs/GPUs; fractions go through RAY_OVERRIDE_RESOURCES.
-        if float(pool.num_cpus).is_integer():
-            args.append(f"--num-cpus={int(pool.num_cpus)}")
-        if float(pool.num_gpus).is_integer():
-            args.append(f"--num-gpus={int(pool.num_gpus)}")
+        check_resources(pool)
+        args = [f"--num-cpus={int(pool.num_cpus)}", f"--num-gpus={int(pool.num_gpus)}"]
         if pool.memory is not None:
             # Hidden in `ray start --help` but supported: sets the node's `memory` resource.
             args.append(f"--memory={int(pool.memory)}")
@@ -107,6 +115,10 @@ class NodeLaunch:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        # `python`/`ray` in job entrypoints must be the cluster's interpreter, whatever PATH
+        # the server was started with (an explicit PATH in the spec's env still wins).
+        path = env.get("PATH", os.defpath)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
         env.update(self.extra_env)
         env.update(
             {
@@ -117,29 +129,65 @@ class NodeLaunch:
                 NODE_ENV: self.node,
             }
         )
-        fractional = {
-            key: value
-            for key, value in (("CPU", self.pool.num_cpus), ("GPU", self.pool.num_gpus))
-            if not float(value).is_integer()
-        }
-        if fractional:
-            env["RAY_OVERRIDE_RESOURCES"] = json.dumps(fractional)
-        else:
-            env.pop("RAY_OVERRIDE_RESOURCES", None)
         return env
 
 
+def check_resources(pool: PoolSpec) -> None:
+    """Reject what `ray start` cannot express, before any process is started."""
+    reserved = _RESERVED_RESOURCES.intersection(pool.resources)
+    if reserved:
+        raise BackendError(
+            f"pool {pool.name!r}: {sorted(reserved)} cannot be custom resources; "
+            "use num_cpus, num_gpus or memory"
+        )
+    quantities = {"num_cpus": pool.num_cpus, "num_gpus": pool.num_gpus, **pool.resources}
+    fractional = sorted(k for k, v in quantities.items() if not float(v).is_integer())
+    if fractional:
+        # Ray 2.60 rejects fractional node resources ("must all be whole numbers").
+        raise BackendError(
+            f"pool {pool.name!r}: Ray nodes take whole resource quantities only, not "
+            + ", ".join(f"{k}={quantities[k]}" for k in fractional)
+        )
+
+
 def start_ray_process(launch: NodeLaunch) -> subprocess.Popen[bytes]:
-    """Spawn ``ray start`` without waiting (the head's GCS comes up long before it returns)."""
+    """Spawn ``ray start`` without waiting for it (a worker's waits for the head's GCS)."""
     launch.temp_dir.mkdir(parents=True, exist_ok=True)
-    argv, env = launch.argv(), launch.env()
+    return _spawn(launch.argv(), launch.env(), launch.temp_dir, START_LOG)
+
+
+def start_client_server(head: NodeLaunch) -> subprocess.Popen[bytes]:
+    """Spawn the head's Ray Client proxy; it waits for the head to register, then listens."""
+    p = head.ports
+    argv = [
+        sys.executable,
+        "-c",
+        _LAUNCHER,
+        "client-server",
+        host_port(head.bind_host, p.gcs),
+        str(_GCS_WAIT_SECONDS),
+        str(p.client_servers.start),
+        str(p.client_servers.stop - 1),
+        str(p.runtime_env_agent),
+        head.bind_host,
+        f"--address={host_port(head.bind_host, p.gcs)}",
+        f"--host={head.bind_host}",
+        f"--port={p.ray_client}",
+        "--mode=proxy",
+    ]
+    return _spawn(argv, head.env(), head.temp_dir, CLIENT_SERVER_LOG)
+
+
+def _spawn(
+    argv: list[str], env: dict[str, str], cwd: Path, log_name: str
+) -> subprocess.Popen[bytes]:
     # A file, not a pipe: a daemon that kept the pipe open would block reading it forever.
-    with (launch.temp_dir / START_LOG).open("wb") as log:
+    with (cwd / log_name).open("ab") as log:
         try:
             return subprocess.Popen(
                 argv,
                 env=env,
-                cwd=launch.temp_dir,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -147,6 +195,10 @@ def start_ray_process(launch: NodeLaunch) -> subprocess.Popen[bytes]:
             )
         except OSError as exc:
             raise BackendError(f"cannot run {argv[0]}: {exc}") from exc
+
+
+def log_tail(path: Path) -> str:
+    return _tail(_read_log(path))
 
 
 def run_ray_start(launch: NodeLaunch, process: subprocess.Popen[bytes] | None = None) -> str:

@@ -16,10 +16,11 @@ __all__ = ["registered_node_ports", "wait_for_nodes", "wait_for_port"]
 _POLL_SECONDS = 0.2
 
 
-def wait_for_port(host: str, port: int, timeout: float, give_up: Callable[[], bool]) -> bool:
-    """True once ``host:port`` accepts TCP connections; False on timeout or ``give_up()``."""
+def wait_for_port(host: str, port: int, timeout: float, gave_up: Callable[[], object]) -> bool:
+    """True once ``host:port`` accepts TCP connections; False on timeout or once ``gave_up()``
+    returns something other than None (e.g. ``Popen.poll`` of the process meant to listen)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not give_up():
+    while time.monotonic() < deadline and gave_up() is None:
         try:
             with socket.create_connection((host, port), timeout=1.0):
                 return True

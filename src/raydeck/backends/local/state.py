@@ -32,7 +32,7 @@ class NodeRecord:
 
     @property
     def ports(self) -> NodePorts:
-        return NodePorts(self.port_base)
+        return NodePorts(self.port_base, head=self.pool == "head")
 
 
 @dataclass
