@@ -76,7 +76,7 @@ ray.init()
 
 @ray.remote(resources={"burst": 1})
 def hold():
-    time.sleep(12)
+    time.sleep(30)  # long enough for a new node to start on a loaded 2-core machine
     return os.environ["RAYDECK_NODE"]
 
 print("nodes", sorted(set(ray.get([hold.remote() for _ in range(2)]))))
@@ -100,7 +100,7 @@ def test_autoscale_up_on_demand_and_down_when_idle(
         return cluster if pool.replica_count == 2 and pool.current_replica_count == 2 else None
 
     _until(grown, 90, "the pool to grow to 2")
-    done = live_client.jobs.wait(job.id, timeout=120)
+    done = live_client.jobs.wait(job.id, timeout=180)
     assert done.state is JobState.SUCCEEDED, done.message
     assert "'pool-0', 'pool-1'" in live_client.jobs.logs(job.id)
 

@@ -75,7 +75,9 @@ def test_cluster_connect_jobs_scale_delete(
     submission_id = jobs.submit_job(
         entrypoint="python job.py", runtime_env={"working_dir": str(tmp_path)}
     )
-    job = next(j for j in live_client.jobs.list(cluster="e2e").items)
+    job = next(
+        j for j in live_client.jobs.list(cluster="e2e").items if j.entrypoint == "python job.py"
+    )
     assert job.submission_id == submission_id
     finished = live_client.jobs.wait(job.id, timeout=120)
     assert finished.state is JobState.SUCCEEDED, finished.message
@@ -102,8 +104,12 @@ def test_cluster_connect_jobs_scale_delete(
         timeout=120,
     )
     assert cli.returncode == 0, cli.stderr[-2000:]
-    assert "tailed-through-raydeck" in cli.stdout + cli.stderr
-    assert "succeeded" in cli.stdout + cli.stderr
+    assert "succeeded" in cli.stdout
+    assert "close code 1000" in cli.stderr  # the websocket tail was relayed and closed cleanly
+    submitted = next(
+        j for j in live_client.jobs.list(cluster="e2e").items if j.entrypoint.startswith("echo")
+    )
+    assert "tailed-through-raydeck" in live_client.jobs.logs(submitted.id)
 
     # The proxy refuses Ray calls without a Raydeck token, and Ray itself refuses no token.
     assert httpx.get(f"{live_server.url}/api/v1/clusters/e2e/ray/api/jobs/").status_code == 401
