@@ -58,7 +58,9 @@ class RawCluster:
         return f"http://127.0.0.1:{self.base + 8}"
 
     def _run(self, args: list[str]) -> None:
-        subprocess.run([RAY, "start", *args], env=self.env, check=True, capture_output=True)
+        done = subprocess.run([RAY, "start", *args], env=self.env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"raw ray start failed: {(done.stderr or done.stdout)[-1500:]}")
 
     def start(self) -> float:
         """Seconds from the first `ray start` until every node is up."""
