@@ -27,7 +27,7 @@ from raydeck.devtools import ServerProcess
 CLUSTER_ROUNDS = 3
 JOB_ROUNDS = 7
 API_REQUESTS = 400
-RAW_BASE_PORT = 56000
+RAW_BASE_PORT = 27000  # below the ephemeral range (32768+), outside Ray Client 23000-23999
 
 
 def _cluster_spec(name: str) -> ClusterCreate:

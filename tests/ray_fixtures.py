@@ -51,7 +51,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             "RAYDECK_RECONCILE_INTERVAL": "0.5",
             "RAYDECK_AUTOSCALE_INTERVAL": "1",
             "RAYDECK_AUTOSCALE_IDLE_SECONDS": "4",
-            "RAYDECK_PORT_RANGE_START": os.environ.get("RAYDECK_TEST_PORT_START", "42000"),
+            "RAYDECK_PORT_RANGE_START": os.environ.get("RAYDECK_TEST_PORT_START", "20000"),
         },
     )
     server.start()

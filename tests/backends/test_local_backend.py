@@ -1,7 +1,6 @@
 """LocalClusterBackend against real Ray: create, connect, scale, side by side, crash, re-attach.
 
-The clusters are real ``ray start`` processes; every fixture deletes what it created and then
-kills anything still carrying its cluster marker, so a failing test leaves nothing behind.
+Every test deletes what it created and then kills anything still carrying its cluster marker.
 """
 
 from __future__ import annotations
@@ -11,11 +10,9 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,15 +23,14 @@ import pytest
 
 from raydeck.backends.base import BackendError, ClusterEndpoints, ClusterSpec, PoolSpec
 from raydeck.backends.local import LocalClusterBackend, find_cluster_processes
-from raydeck.backends.local.planning import choose_surplus, missing_workers, node_temp_dir
-from raydeck.backends.local.ports import SLOT_SIZE, PortAllocator
 from raydeck.backends.local.processes import terminate
-from raydeck.backends.local.state import ClusterState, NodeRecord
 
-PORT_START = int(os.environ.get("RAYDECK_TEST_LOCAL_PORT_START", "36000"))
+# Below Linux's ephemeral range (32768-60999), where outgoing connections take ports.
+PORT_START = int(os.environ.get("RAYDECK_TEST_LOCAL_PORT_START", "26000"))
 PORT_RANGE = (PORT_START, PORT_START + 5999)
 
-RAY_CLIENT_SERVER_FAILED = "Starting Ray client server failed"
+# How Ray Client reports that the head could not start a server for this client.
+RAY_CLIENT_SERVER_FAILED = "Initialization failure from server"
 
 # Runs in a fresh interpreter: Ray Client needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN there.
 CLIENT_SCRIPT = """
@@ -101,8 +97,9 @@ def open_client(
             client.wait(timeout=60)
             stderr.seek(0)
             errors = stderr.read()
-        # Now and then (~1 in 10 here) a per-client server dies before logging a line
-        # and Ray fails the connect; a new connection works.
+        # Now and then (~1 in 10 here, also with Ray's own proxy) the first client of a new
+        # cluster gets a per-client server that dies at once, or times out on a loaded
+        # host; a new connection works.
         assert RAY_CLIENT_SERVER_FAILED in errors, errors[-3000:]
         time.sleep(1 + secrets.randbelow(3))
     raise AssertionError(f"Ray Client kept failing: {errors[-3000:]}")
@@ -118,10 +115,6 @@ def run_task(endpoints: ClusterEndpoints, token: str, resource: str) -> str:
     client, node = open_client(endpoints, token, resource)
     close_client(client)
     return node
-
-
-def pids(cluster_id: str) -> set[int]:
-    return {p.pid for p in find_cluster_processes(cluster_id)}
 
 
 def daemon_pids(cluster_id: str, node: str | None = None) -> set[int]:
@@ -225,7 +218,7 @@ def test_every_process_is_found(cluster_a: tuple[ClusterSpec, ClusterEndpoints])
                 names.add(kind)
     assert len(names) == 8, names
     head_only = {p.pid for p in find_cluster_processes(spec.cluster_id, "head")}
-    assert head_only and head_only < pids(spec.cluster_id)
+    assert head_only and head_only < {p.pid for p in find_cluster_processes(spec.cluster_id)}
     # Daemons get the spec's env and the markers.
     raylet = next(
         p for p in find_cluster_processes(spec.cluster_id, "gpuish-0") if p.name() == "raylet"
@@ -363,7 +356,7 @@ def test_dead_gcs_is_reported_then_apply_restarts_and_delete_cleans(
 
         assert backend.apply(spec) == endpoints  # starts over; the head keeps its free slot
         assert backend.observe(spec).head_alive
-        assert first_gcs not in pids(spec.cluster_id)
+        assert first_gcs not in daemon_pids(spec.cluster_id)
 
         kill_gcs(spec.cluster_id)
         assert wait_until(lambda: not backend.observe(spec).head_alive)
@@ -383,9 +376,7 @@ def kill_gcs(cluster_id: str) -> int:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_failed_ray_start_raises_and_leaves_nothing(
-    state_dir: Path, backend: LocalClusterBackend
-) -> None:
+def test_failed_ray_start_raises_and_leaves_nothing(backend: LocalClusterBackend) -> None:
     spec = dataclasses.replace(
         spec_for(f"d{secrets.token_hex(3)}", "w", 0, "x"),
         head=PoolSpec("head", 1, num_cpus=1, resources={"broken": -1}),
@@ -405,77 +396,3 @@ def test_failed_ray_start_raises_and_leaves_nothing(
         assert backend.observe(spec).nodes == ()
     finally:
         cleanup(backend, spec)
-
-
-# -- port slots (no Ray) ------------------------------------------------------------------
-
-
-def test_slots_skip_bound_ports_and_leases(tmp_path: Path) -> None:
-    # The top of the test range, away from the clusters above; other processes on this host
-    # may hold random ports in it, so only relations between results are asserted.
-    start = PORT_RANGE[1] + 1 - 10 * SLOT_SIZE
-    port_range = (start, start + 10 * SLOT_SIZE - 1)
-    lease_file = tmp_path / "leases.json"
-    probe = PortAllocator(port_range, tmp_path / "probe.json").allocate(1, used=set())[0]
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", probe + 42))  # a worker port of the first free block
-        first = PortAllocator(port_range, lease_file).allocate(1, used=set(), owner="x")
-    assert first != [probe]
-    other = PortAllocator(port_range, lease_file)
-    assert other.allocate(1, used=set(), owner="y") != first  # x's lease is skipped
-    # ...but not by x itself (a restarted head takes its slot back).
-    assert other.allocate(1, used=set(), prefer=first, owner="x") == first
-    other.release(first)  # once the node is up, its bound ports keep others away
-    assert other.allocate(1, used=set(), prefer=first, owner="y") == first
-    with pytest.raises(BackendError, match="no free block"):
-        PortAllocator((start, start + SLOT_SIZE - 1), lease_file).allocate(1, used={start})
-
-
-def test_concurrent_allocations_never_collide(tmp_path: Path) -> None:
-    start = PORT_RANGE[1] + 1 - 20 * SLOT_SIZE
-    lease_file = tmp_path / "leases.json"
-    results: list[int] = []
-    lock = threading.Lock()
-
-    def grab() -> None:
-        allocator = PortAllocator((start, start + 20 * SLOT_SIZE - 1), lease_file)
-        bases = allocator.allocate(2, used=set())
-        with lock:
-            results.extend(bases)
-
-    threads = [threading.Thread(target=grab) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(results) == len(set(results)) == 10
-
-
-# -- planning (no Ray) --------------------------------------------------------------------
-
-
-def test_surplus_prefers_named_nodes_then_highest_index_and_names_reuse_gaps() -> None:
-    def record(name: str, pool: str) -> NodeRecord:
-        return NodeRecord(name, pool, 0, "/unused")
-
-    state = ClusterState("c", "/unused")
-    for name, pool in [("head", "head"), ("a-0", "a"), ("a-1", "a"), ("a-2", "a"), ("b-0", "b")]:
-        state.nodes[name] = record(name, pool)
-    spec = dataclasses.replace(
-        spec_for("c", "a", 1, "x"), worker_pools=(PoolSpec("a", 1), PoolSpec("c", 2))
-    )
-    surplus = choose_surplus(state, spec, {"a-0"})
-    assert sorted(r.name for r in surplus) == ["a-0", "a-2", "b-0"]  # pool b left the spec
-    assert [r.name for r in choose_surplus(state, spec, set()) if r.pool == "a"] == ["a-2", "a-1"]
-
-    del state.nodes["a-0"]  # died: its name is free again
-    grown = dataclasses.replace(spec, worker_pools=(PoolSpec("a", 4),))
-    assert [name for name, _ in missing_workers(state, grown, [])] == ["a-0", "a-3"]
-
-
-def test_temp_dirs_stay_short_enough_for_unix_sockets() -> None:
-    assert node_temp_dir(Path("/tmp/rd-0123456789"), "gpu-0", 30100) == Path(
-        "/tmp/rd-0123456789/gpu-0"
-    )
-    long_name = node_temp_dir(Path("/tmp/rd-0123456789"), "a-very-long-pool-name-7", 30100)
-    assert long_name == Path("/tmp/rd-0123456789/n30100")

@@ -21,10 +21,11 @@ from pathlib import Path
 from raydeck.backends.base import BackendError
 from raydeck.backends.local.locks import file_lock
 
-__all__ = ["SLOT_SIZE", "NodePorts", "PortAllocator", "default_lease_file"]
+__all__ = ["SLOT_SIZE", "NodePorts", "PortAllocator", "default_lease_file", "ephemeral_port_range"]
 
 SLOT_SIZE = 100
 _WORKER_PORTS_OFFSET = 10
+_HEAD_WORKER_PORTS_OFFSET = 12
 # On the head, the top of the block goes to Ray Client's per-client servers (see launcher.py).
 _CLIENT_SERVER_PORTS_OFFSET = 70
 _LEASE_SECONDS = 300.0
@@ -79,8 +80,18 @@ class NodePorts:
         return self.base + 9
 
     @property
+    def autoscaler_metrics(self) -> int:
+        """Prometheus port of the head's autoscaler monitor (Ray's default: 44217 for all)."""
+        return self.base + 10
+
+    @property
+    def dashboard_metrics(self) -> int:
+        """Prometheus port of the head's dashboard (Ray's default: 44227 for all)."""
+        return self.base + 11
+
+    @property
     def min_worker(self) -> int:
-        return self.base + _WORKER_PORTS_OFFSET
+        return self.base + (_HEAD_WORKER_PORTS_OFFSET if self.head else _WORKER_PORTS_OFFSET)
 
     @property
     def max_worker(self) -> int:
@@ -123,6 +134,14 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def _block_is_free(base: int) -> bool:
     return all(_port_is_free(p) for p in NodePorts(base).all_ports())
 
@@ -153,7 +172,7 @@ class PortAllocator:
         with file_lock(self._lease_file.with_suffix(".lock")):
             now = time.time()
             leases = {b: lease for b, lease in self._read_leases().items() if lease[0] > now}
-            candidates = [b for b in prefer if b in self._bases] + list(self._bases)
+            candidates = [b for b in prefer if b in self._bases] + self._by_preference()
             for base in candidates:
                 if len(chosen) == count:
                     break
@@ -171,6 +190,12 @@ class PortAllocator:
                 leases[base] = (now + _LEASE_SECONDS, owner)
             self._write_leases(leases)
         return chosen
+
+    def _by_preference(self) -> list[int]:
+        # Blocks clear of the kernel's ephemeral range first: any outgoing connection may take
+        # a port there, and a node that later finds one of its ports taken fails to start.
+        low, high = ephemeral_port_range()
+        return sorted(self._bases, key=lambda b: b + SLOT_SIZE > low and b <= high)
 
     def release(self, bases: Iterable[int]) -> None:
         """Drop leases once their nodes are up (their bound ports now keep others away)."""

@@ -129,6 +129,9 @@ class NodeLaunch:
                 NODE_ENV: self.node,
             }
         )
+        if self.is_head:  # Ray's fixed defaults would collide between clusters on one host
+            env["AUTOSCALER_METRIC_PORT"] = str(self.ports.autoscaler_metrics)
+            env["DASHBOARD_METRIC_PORT"] = str(self.ports.dashboard_metrics)
         return env
 
 
