@@ -196,6 +196,14 @@ def serve_models(client: RaydeckClient, workdir: Path) -> None:
         lambda: Counter(bound.predict(instance).model_version_id for _ in range(200)),
         lambda c: ", ".join(f"{k}: {v}" for k, v in sorted(c.items())),
     )
+    # Free the endpoint's Serve replicas first: Ray Data budgets the CPUs left on this
+    # small cluster, and a read task waits while Serve holds part of every core.
+    client.endpoints.delete("churn-api")
+    deadline = time.monotonic() + 120
+    while any(e.display_name == "churn-api" for e in client.endpoints.list().items):
+        if time.monotonic() > deadline:
+            raise SystemExit("endpoint churn-api was not deleted within 120 s")
+        time.sleep(0.5)
     batch_input = workdir / "batch.jsonl"
     batch_input.write_text("".join(json.dumps(row) + "\n" for row in [[0.1, 0.2, 0.3, 0.4]] * 1000))
     batch = client.batch_predictions.create(
@@ -210,7 +218,6 @@ def serve_models(client: RaydeckClient, workdir: Path) -> None:
         lambda: client.batch_predictions.wait(batch.id),
         lambda b: f"{b.state.value}: {b.counts.rows_succeeded} rows predicted",
     )
-    client.endpoints.delete("churn-api")
 
 
 def main() -> None:
