@@ -111,14 +111,20 @@ class RawCluster:
 
     def stop(self) -> None:
         """Kill exactly this cluster's processes (marked through the environment)."""
-        mine = []
+        mine: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter():
             try:
-                if proc.environ().get("RAW_BENCH_MARKER") == self.marker:
-                    mine.append(proc)
+                marked = proc.environ().get("RAW_BENCH_MARKER") == self.marker
+                if marked or self.temp_dir in " ".join(proc.cmdline()):
+                    mine[proc.pid] = proc
+                    # Agents rename themselves and hide their environment: take children too.
+                    mine.update((c.pid, c) for c in proc.children(recursive=True))
             except psutil.Error:
                 continue
-        for proc in mine:
-            proc.kill()
-        psutil.wait_procs(mine, timeout=10)
+        for proc in mine.values():
+            try:
+                proc.kill()
+            except psutil.Error:
+                continue
+        psutil.wait_procs(list(mine.values()), timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
