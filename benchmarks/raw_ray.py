@@ -90,8 +90,9 @@ class RawCluster:
             ]
             for i in range(1, self.workers + 1)
         ]
-        with ThreadPoolExecutor(self.workers) as pool:
-            list(pool.map(self._run, worker_args))
+        if worker_args:  # a head-only cluster (the jobs baseline) has none
+            with ThreadPoolExecutor(len(worker_args)) as pool:
+                list(pool.map(self._run, worker_args))
         return time.monotonic() - begin
 
     def jobs(self) -> JobSubmissionClient:
