@@ -131,7 +131,9 @@ class CustomJobSpec(StrictModel):
     def _chief(self) -> CustomJobSpec:
         chief = self.worker_pool_specs[0]
         if not chief.has_program:
-            raise ValueError("worker_pool_specs[0] (the chief) needs python_module, script or command")
+            raise ValueError(
+                "worker_pool_specs[0] (the chief) needs python_module, script or command"
+            )
         if chief.replica_count != 1:
             raise ValueError("worker_pool_specs[0] (the chief) has exactly one replica")
         return self
