@@ -30,6 +30,7 @@ __all__ = [
     "cancel_run",
     "default_output_dir",
     "delete_run",
+    "delete_run_metrics",
     "finish",
     "get_run_row",
     "list_run_rows",
@@ -167,8 +168,12 @@ def delete_run(session: Session, row: TrainingJobRow) -> None:
             f"{KIND_NAMES[row.kind]} {row.id} is {row.state}; cancel it before deleting",
             field="job",
         )
-    session.execute(delete(TrainingMetricRow).where(TrainingMetricRow.run_id == row.id))
+    delete_run_metrics(session, row.id)
     session.delete(row)
+
+
+def delete_run_metrics(session: Session, run_id: str) -> None:
+    session.execute(delete(TrainingMetricRow).where(TrainingMetricRow.run_id == run_id))
 
 
 def read_replica_log(output_dir: str, replica: str) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "complete_trial",
     "create_tuning_job",
     "finalize",
+    "get_trial_row",
     "get_tuning_job",
     "list_trials",
     "list_tuning_jobs",
