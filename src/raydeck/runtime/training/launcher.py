@@ -129,7 +129,6 @@ def execute(run: RunSpec, status: StatusCallback | None = None) -> RunOutcome:
             groups.remove(probe_pg)
         actors = [
             ReplicaActor.options(  # type: ignore[attr-defined]
-                num_cpus=0,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     run_pg, placement_group_bundle_index=k
                 ),
