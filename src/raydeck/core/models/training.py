@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PositiveInt, model_validator
+from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model_validator
 
 from raydeck.core.models.clusters import MemoryBytes
 from raydeck.core.models.common import LenientModel, StrictModel
@@ -127,16 +127,14 @@ class CustomJobSpec(StrictModel):
     base_output_dir: AbsolutePath | None = None
     scheduling: Scheduling = Field(default_factory=Scheduling)
 
-    @model_validator(mode="after")
-    def _chief(self) -> CustomJobSpec:
-        chief = self.worker_pool_specs[0]
-        if not chief.has_program:
-            raise ValueError(
-                "worker_pool_specs[0] (the chief) needs python_module, script or command"
-            )
-        if chief.replica_count != 1:
-            raise ValueError("worker_pool_specs[0] (the chief) has exactly one replica")
-        return self
+    @field_validator("worker_pool_specs")
+    @classmethod
+    def _chief(cls, pools: list[TrainingPoolSpec]) -> list[TrainingPoolSpec]:
+        if not pools[0].has_program:
+            raise ValueError("pool 0 (the chief) needs python_module, script or command")
+        if pools[0].replica_count != 1:
+            raise ValueError("pool 0 (the chief) has exactly one replica")
+        return pools
 
 
 class CustomJobCreate(CustomJobSpec):

@@ -178,12 +178,20 @@ def effective_trial_count(study: StudySpec, max_trial_count: int) -> int:
     return max_trial_count
 
 
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler stops ``study.optimize`` when the grid is used up, which raises
+    outside ``optimize`` (ask/tell); the budget is capped at the grid size instead."""
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def _sampler(study: StudySpec, max_trials: int, offset: int) -> optuna.samplers.BaseSampler:
     seed = None if study.seed is None else study.seed + offset
     if study.algorithm is Algorithm.RANDOM:
         return optuna.samplers.RandomSampler(seed=seed)
     if study.algorithm is Algorithm.GRID:
-        return optuna.samplers.GridSampler(_grid(study), seed=seed)
+        return _GridSampler(_grid(study), seed=seed)
     # A few random trials before modelling: Optuna's default of 10 would leave a small budget
     # (e.g. 12 trials) almost all random.
     startup = max(2, min(10, max_trials // 4))
