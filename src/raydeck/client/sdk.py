@@ -21,6 +21,7 @@ from raydeck.client.config import load_client_config
 from raydeck.client.endpoints import BoundEndpoint, EndpointApi
 from raydeck.client.http import ApiTransport, raise_for_error
 from raydeck.client.models import ModelApi
+from raydeck.client.training import CustomJobApi, TrainingPipelineApi, TuningJobApi
 from raydeck.core.errors import FailedPreconditionError, UnavailableError
 from raydeck.core.models import (
     Cluster,
@@ -256,6 +257,9 @@ class RaydeckClient:
         self.models = ModelApi(self._api)
         self.endpoints = EndpointApi(self._api)
         self.batch_predictions = BatchPredictionApi(self._api)
+        self.custom_jobs = CustomJobApi(self._api)
+        self.tuning_jobs = TuningJobApi(self._api)
+        self.training_pipelines = TrainingPipelineApi(self._api)
 
     def endpoint(self, endpoint: str) -> BoundEndpoint:
         """A handle whose ``predict`` goes straight to the endpoint's Serve data plane."""

@@ -17,15 +17,20 @@ from raydeck.server.reconcilers.batch_predictions import BatchPredictionReconcil
 from raydeck.server.reconcilers.clusters import ClusterReconciler
 from raydeck.server.reconcilers.endpoints import EndpointReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
+from raydeck.server.reconcilers.training import TrainingReconciler
+from raydeck.server.reconcilers.training_pipelines import PipelineReconciler
 from raydeck.server.routers import (
     batch_predictions,
     clusters,
+    custom_jobs,
     endpoints,
     health,
     jobs,
     models,
     ray_proxy,
     tokens,
+    training_pipelines,
+    tuning_jobs,
 )
 from raydeck.server.state import ServerState
 
@@ -67,6 +72,8 @@ def create_app(
                 EndpointReconciler(state).loop,
                 Autoscaler(state).loop,
                 BatchPredictionReconciler(state).loop,
+                TrainingReconciler(state).loop,
+                PipelineReconciler(state).loop,
             ]
             for loop in loops:
                 loop.start()
@@ -86,5 +93,7 @@ def create_app(
     app.state.raydeck = state
     install_error_handlers(app)
     for module in (health, tokens, clusters, jobs, ray_proxy, models, endpoints, batch_predictions):
+        app.include_router(module.router)
+    for module in (custom_jobs, tuning_jobs, training_pipelines):  # training (issue 5)
         app.include_router(module.router)
     return app
