@@ -20,6 +20,7 @@ from raydeck.server.reconcilers.jobs import JobReconciler
 from raydeck.server.routers import (
     batch_predictions,
     clusters,
+    connections,
     endpoints,
     health,
     jobs,
@@ -87,4 +88,5 @@ def create_app(
     install_error_handlers(app)
     for module in (health, tokens, clusters, jobs, ray_proxy, models, endpoints, batch_predictions):
         app.include_router(module.router)
+    app.include_router(connections.router)
     return app
