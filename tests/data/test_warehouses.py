@@ -104,9 +104,7 @@ def test_duckdb_schema_mismatch_and_bad_cast_change_nothing(duck: Warehouse) -> 
     wrong = ray.data.from_items([{"id": 1, "colour": "red"}])
     with pytest.raises(InvalidArgumentError, match="missing column"):
         write_table(wrong, "wh.sales.orders", mode="append", warehouse=duck)
-    bad_type = ray.data.from_items(
-        [{"id": "not-a-number", "region": 1, "total": 1.0, "note": "x"}]
-    )
+    bad_type = ray.data.from_items([{"id": "not-a-number", "region": 1, "total": 1.0, "note": "x"}])
     with pytest.raises(InvalidArgumentError, match="table unchanged"):
         write_table(bad_type, "wh.sales.orders", mode="append", warehouse=duck)
     assert duck.table_info("sales", "orders").row_count == 120000
@@ -116,8 +114,11 @@ def test_duckdb_browse_query_and_pushdown(duck: Warehouse) -> None:
     assert [d.name for d in duck.list_datasets()] == ["main", "sales"]
     [orders] = duck.list_tables("sales")
     assert orders.row_count == 120000
-    assert [(c.name, c.type) for c in orders.columns][:2] == [("id", "BIGINT"), ("region", "BIGINT")]
-    with pytest.raises(NotFoundError, match="wh.sales.nope"):
+    assert [(c.name, c.type) for c in orders.columns][:2] == [
+        ("id", "BIGINT"),
+        ("region", "BIGINT"),
+    ]
+    with pytest.raises(NotFoundError, match=r"wh\.sales\.nope"):
         duck.table_info("sales", "nope")
     assert duck.preview("sales", "orders", 3).num_rows == 3
     assert duck.query("SELECT 1 AS x", 5).to_pylist() == [{"x": 1}]
@@ -129,7 +130,10 @@ def test_duckdb_browse_query_and_pushdown(duck: Warehouse) -> None:
     with pytest.raises(InvalidArgumentError):  # the sandbox keeps other files out of reach
         duck.query("SELECT * FROM read_csv('/etc/passwd')", 5)
     result = duck.create_table_as(
-        "SELECT region, count(*) AS n FROM sales.orders GROUP BY region", "sales", "by_region", "create"
+        "SELECT region, count(*) AS n FROM sales.orders GROUP BY region",
+        "sales",
+        "by_region",
+        "create",
     )
     assert result.rows_written == 7
     rows = duck.read_query("SELECT sum(n) AS n FROM sales.by_region").take_all()
@@ -149,12 +153,18 @@ def test_files_read_write_and_query(files: Warehouse, tmp_path: Path) -> None:
     assert rows.to_pylist() == [{"n": 100}]
     with pytest.raises(InvalidArgumentError):
         files.query("SELECT * FROM read_parquet('/etc/hostname')", 5)
+
     # a failing write leaves the existing table and no staging directory behind
     def fail(batch: pa.Table) -> pa.Table:
         raise ValueError("bad batch")
 
     with pytest.raises(Exception, match="bad batch"):
-        write_table(ds.map_batches(fail, batch_format="pyarrow"), "lake.curated.events_a", mode="overwrite", warehouse=files)
+        write_table(
+            ds.map_batches(fail, batch_format="pyarrow"),
+            "lake.curated.events_a",
+            mode="overwrite",
+            warehouse=files,
+        )
     assert files.table_info("curated", "events_a").row_count == 150
     assert sorted(p.name for p in (tmp_path / "lake" / "curated").iterdir()) == ["events_a"]
     write_table(ds, "lake.curated.events_a", mode="overwrite", warehouse=files)

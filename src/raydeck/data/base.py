@@ -17,6 +17,7 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -120,13 +121,17 @@ def to_query_result(table: pa.Table, limit: int) -> QueryResult:
     """At most ``limit`` rows as JSON values; ``truncated`` when the table had more."""
     shown = table.slice(0, limit)
     columns = [ColumnInfo(name=f.name, type=str(f.type), nullable=f.nullable) for f in table.schema]
-    rows = [
-        [to_jsonable_python(value, fallback=str) for value in row.values()]
-        for row in shown.to_pylist()
-    ]
+    rows = [[_json_value(value) for value in row.values()] for row in shown.to_pylist()]
     return QueryResult(
         columns=columns, rows=rows, row_count=len(rows), truncated=table.num_rows > limit
     )
+
+
+def _json_value(value: Any) -> Any:
+    # Whole decimals (DuckDB's sum of integers is a HUGEINT/DECIMAL) read best as numbers.
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return to_jsonable_python(value, fallback=str)
 
 
 class Warehouse(ABC):

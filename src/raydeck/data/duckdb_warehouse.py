@@ -230,8 +230,8 @@ class DuckDBWarehouse(Warehouse):
             "SELECT 1 FROM information_schema.schemata "
             "WHERE catalog_name = current_database() AND schema_name = ?",
             [dataset],
-        ).fetchone()
-        if found is None:
+        ).fetchall()
+        if not found:
             raise NotFoundError(f"dataset {self.name}.{dataset} not found", field="dataset")
 
     def _columns(
@@ -249,13 +249,13 @@ class DuckDBWarehouse(Warehouse):
         columns = self._columns(con, dataset, table)
         if not columns:
             raise NotFoundError(f"table {self.ref(dataset, table)} not found", field="table")
-        count = con.execute(f"SELECT count(*) FROM {quote(dataset)}.{quote(table)}").fetchone()
+        count = _count(con, f"{quote(dataset)}.{quote(table)}")
         return TableInfo(
             connection=self.name,
             dataset=dataset,
             name=table,
             columns=columns,
-            row_count=int(count[0]) if count else None,
+            row_count=count,
         )
 
     def preview(self, dataset: str, table: str, limit: int) -> pa.Table:
@@ -280,7 +280,7 @@ class DuckDBWarehouse(Warehouse):
             low, high, rows = con.execute(
                 "SELECT coalesce(min(rowid), 0), coalesce(max(rowid), -1), count(*) "
                 f"FROM {relation}"
-            ).fetchone() or (0, -1, 0)
+            ).fetchall()[0]
         source = _RowidRangeDatasource(self.path, relation, int(low), int(high), int(rows))
         return cast(
             Dataset, ray.data.read_datasource(source, override_num_blocks=_blocks(parallelism))
@@ -399,8 +399,8 @@ class DuckDBWarehouse(Warehouse):
 
 
 def _count(con: duckdb.DuckDBPyConnection, relation: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM {relation}").fetchone()
-    return int(row[0]) if row else 0
+    rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()
+    return int(rows[0][0])
 
 
 def arrow_reader(con: duckdb.DuckDBPyConnection, sql: str, batch_rows: int) -> Any:

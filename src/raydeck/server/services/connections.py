@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import Session
 
@@ -115,7 +115,14 @@ def _sql_url(url: str, secret: str | None) -> tuple[str, str | None]:
                 "the password is both in url and in secret; give it once", field="secret"
             )
         secret = str(parsed.password)
-        parsed = parsed.set(password=None)
+        parsed = URL.create(  # URL.set(password=None) would keep the password
+            parsed.drivername,
+            username=parsed.username,
+            host=parsed.host,
+            port=parsed.port,
+            database=parsed.database,
+            query=parsed.query,
+        )
     return parsed.render_as_string(hide_password=False), secret
 
 
@@ -253,7 +260,7 @@ def preview_table(
 
     warehouse = _warehouse(db, settings, ref)
     return to_query_result(
-        warehouse.preview(dataset or warehouse.default_dataset, table, limit), limit
+        warehouse.preview(dataset or warehouse.default_dataset, table, limit + 1), limit
     )
 
 
