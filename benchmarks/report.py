@@ -45,7 +45,9 @@ class Figure:
         return data
 
 
-def write_report(figures: list[Figure], path: Path = RESULTS) -> None:
+def write_report(figures: list[Figure], path: Path = RESULTS, *, keep_others: bool = False) -> None:
+    """Print and save ``figures``; with ``keep_others`` the saved entries of other names stay
+    (a run of one section updates only its figures)."""
     table = Table(title="Raydeck vs raw Ray (same run)", title_justify="left")
     for column in ("figure", "unit", "raydeck", "raw", "ratio", "target", "met"):
         table.add_column(column)
@@ -61,5 +63,10 @@ def write_report(figures: list[Figure], path: Path = RESULTS) -> None:
         )
     Console().print(table)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([f.as_json() for f in figures], indent=2) + "\n")
+    entries = [f.as_json() for f in figures]
+    if keep_others and path.exists():
+        names = {f.name for f in figures}
+        kept = [e for e in json.loads(path.read_text()) if e.get("name") not in names]
+        entries = kept + entries
+    path.write_text(json.dumps(entries, indent=2) + "\n")
     Console().print(f"wrote {path}")

@@ -2,19 +2,23 @@
 
 Figures (issue 3): cluster create→RUNNING vs raw `ray start` of the same processes; trivial
 job submit→SUCCEEDED vs the raw Ray Jobs API; API get/list p50/p99 with 1,000 jobs stored.
-Rounds alternate raw and Raydeck so background noise hits both alike.
+Rounds alternate raw and Raydeck so background noise hits both alike. Warehouse data
+(issue 6, benchmarks/data.py): read/write rows/s vs hand-written Ray Data SQL and plain DuckDB.
 """
 
 from __future__ import annotations
 
 import random
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from benchmarks.data import bench_data
 from benchmarks.raw_ray import RawCluster
 from benchmarks.report import Figure, write_report
 from raydeck.client import RaydeckClient
@@ -161,7 +165,7 @@ def bench_api(server: ServerProcess, client: RaydeckClient) -> list[Figure]:
     return figures
 
 
-def main() -> None:
+def bench_control_plane() -> list[Figure]:
     home = Path(tempfile.mkdtemp(prefix="raydeck-bench-"))
     server = ServerProcess(home, env={"RAYDECK_RECONCILE_INTERVAL": "0.2"})
     server.start()
@@ -178,7 +182,27 @@ def main() -> None:
             client.clusters.wait_deleted("bench-jobs")
     finally:
         server.stop()
-    write_report(figures)
+    return figures
+
+
+SECTIONS: dict[str, Callable[[], list[Figure]]] = {
+    "control": bench_control_plane,  # clusters, jobs, API latency (issue 3)
+    "data": bench_data,  # warehouse reads and writes (issue 6)
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.run [section ...]``; no section runs them all. A partial run
+    replaces only its own figures in latest.json."""
+    chosen = (sys.argv[1:] if argv is None else argv) or list(SECTIONS)
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    figures: list[Figure] = []
+    for name in chosen:
+        print(f"[{name}]")
+        figures += SECTIONS[name]()
+    write_report(figures, keep_others=len(chosen) < len(SECTIONS))
 
 
 if __name__ == "__main__":
