@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 import raydeck.data as rdata
 
 ds = rdata.read_table("wh.main.events")
-print("read blocks planned:", ds.num_blocks() if hasattr(ds, "num_blocks") else "?")
 
 def score(batch):
     w = pc.add(pc.multiply(batch["v"], 3), batch["k"])

@@ -163,3 +163,12 @@ def test_files_connection_lists_tables(static_api: Api, tmp_path: Path) -> None:
     assert tables == {"events": 3, "single": 1}
     assert sdk.connections.query("lake", "SELECT sum(a) AS s FROM raw.events").rows == [[6]]
     assert [k.value for k in (sdk.connections.list(kind="files").items[0].kind,)] == ["files"]
+
+
+def test_bigquery_connection_is_stored_but_not_yet_browsable(static_api: Api) -> None:
+    body = {"name": "bq", "kind": "bigquery", "project": "my-project", "dataset": "sales"}
+    status, created = _create(static_api, body)
+    assert status == 201 and created["project"] == "my-project"
+    response = static_api.http.get("/api/v1/connections/bq/tables", headers=static_api.headers())
+    assert response.status_code == 412
+    assert "cannot be browsed" in response.json()["error"]["message"]

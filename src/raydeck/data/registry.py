@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from raydeck.core.errors import FailedPreconditionError
 from raydeck.core.models.warehouse import ConnectionKind, ResolvedConnection
 from raydeck.data.base import Warehouse
 from raydeck.data.duckdb_warehouse import DuckDBWarehouse
@@ -19,4 +20,11 @@ _KINDS: dict[ConnectionKind, type[Warehouse]] = {
 
 def open_warehouse(connection: ResolvedConnection) -> Warehouse:
     """A ``Warehouse`` for a resolved connection; it opens nothing until used."""
-    return _KINDS[connection.kind](connection)
+    kind = _KINDS.get(connection.kind)
+    if kind is None:  # bigquery: registered and stored, not readable yet
+        raise FailedPreconditionError(
+            f"connection {connection.name!r} is of kind {connection.kind.value!r}, which "
+            "cannot be browsed or read yet",
+            field="connection",
+        )
+    return kind(connection)
