@@ -49,7 +49,7 @@ def pg(postgres_url: str) -> Iterator[Warehouse]:
             "price double precision, note text)"
         )
         conn.exec_driver_sql(
-            "INSERT INTO shop.orders SELECT g, g % 13, g * 0.25, 'n' || g "
+            "INSERT INTO shop.orders SELECT g, mod(g, 13), g * 0.25, 'n' || g "
             f"FROM generate_series(1, {ROWS}) AS g"
         )
     engine.dispose()
@@ -136,6 +136,9 @@ def test_postgres_browse_and_read_only_queries(pg: Warehouse) -> None:
     with pytest.raises(InvalidArgumentError, match="failed in the database"):
         pg.query("SELECT nope FROM shop.orders", 5)
     assert pg.table_info("shop", "orders").row_count == ROWS
+    # user SQL goes to the driver verbatim: '%' and '::' casts need no escaping by the user
+    assert _scalar(pg, "SELECT count(*) AS v FROM shop.orders WHERE note LIKE 'n1%'") == 111111
+    assert pg.read_query("SELECT '7'::int AS v, 5 % 3 AS m").take_all() == [{"v": 7, "m": 2}]
     result = pg.create_table_as(
         "SELECT qty, count(*) AS n FROM shop.orders GROUP BY qty", "analytics", "by_qty", "create"
     )

@@ -80,9 +80,11 @@ def find_raydeck_error(exc: BaseException) -> RaydeckError | None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        if isinstance(cause, RaydeckError):  # RayTaskError(X): its message is a traceback
+            return cause
         if isinstance(current, RaydeckError):
             return current
-        cause = getattr(current, "cause", None)
         stack.extend(
             [
                 current.__cause__,

@@ -12,6 +12,7 @@ without transactional DDL — MySQL — cannot roll back a table created in that
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -60,6 +61,8 @@ STAGE_PREFIX = "_rd_stage_"
 
 def arrow_to_sql_type(field: pa.Field) -> sa.types.TypeEngine[Any]:
     t = field.type
+    if pa.types.is_null(t):  # all values missing in this block: any nullable type holds them
+        return sa.Text()
     if pa.types.is_boolean(t):
         return sa.Boolean()
     if pa.types.is_int64(t) or pa.types.is_unsigned_integer(t):
@@ -197,7 +200,7 @@ class SqlWarehouse(Warehouse):
             transaction = conn.begin()
             try:
                 _read_only_transaction(conn)
-                result = conn.exec_driver_sql(body)
+                result = conn.exec_driver_sql(_driver_sql(conn, body))
                 names = list(result.keys())
                 rows = result.fetchmany(limit + 1)
             except DBAPIError as exc:
@@ -244,15 +247,18 @@ class SqlWarehouse(Warehouse):
     def write_table(self, ds: Dataset, dataset: str, table: str, mode: WriteMode) -> WriteResult:
         ref = self.ref(dataset, table)
         expected: list[str] | None = None
+        target_types: dict[str, Any] = {}
         with self._connect() as conn:
             if sa.inspect(conn).has_table(table, schema=dataset):
                 if mode is WriteMode.CREATE:
                     raise AlreadyExistsError(
                         f"table {ref} already exists (mode=create)", field="table"
                     )
+                columns = self._table(conn, dataset, table).columns
+                target_types = {c.name: c.type for c in columns}
                 if mode is WriteMode.APPEND:
-                    expected = [c.name for c in self._table(conn, dataset, table).columns]
-        sink = _StagingTablesDatasink(self, dataset, table, mode, expected)
+                    expected = [c.name for c in columns]
+        sink = _StagingTablesDatasink(self, dataset, table, mode, expected, target_types)
         try:
             ds.write_datasink(sink)
         except Exception as exc:
@@ -290,15 +296,8 @@ class SqlWarehouse(Warehouse):
                         target.drop(conn)
                         target = None
                 if target is None:
-                    if schema is None:
-                        raise InvalidArgumentError(
-                            f"nothing was written and table {ref} does not exist", field="table"
-                        )
                     target = sa.Table(
-                        table,
-                        sa.MetaData(),
-                        *(sa.Column(f.name, arrow_to_sql_type(f)) for f in schema),
-                        schema=dataset,
+                        table, sa.MetaData(), *_new_columns(ref, schema, sources), schema=dataset
                     )
                     target.create(conn)
                 copied = 0
@@ -308,8 +307,10 @@ class SqlWarehouse(Warehouse):
                         if isinstance(part, sa.Table)
                         else part
                     )
-                    result = conn.execute(target.insert().from_select(names, select))
-                    copied += max(result.rowcount, 0)
+                    before = _count_rows(conn, target)
+                    conn.execute(target.insert().from_select(names, select))
+                    # rowcount of INSERT … SELECT is not reliable across drivers: count
+                    copied += _count_rows(conn, target) - before
                 for part in sources:
                     if isinstance(part, sa.Table):
                         part.drop(conn)
@@ -338,16 +339,20 @@ class SqlWarehouse(Warehouse):
         body = require_read_only_sql(sql)
         with self._connect() as conn:
             try:
-                result = conn.exec_driver_sql(f"SELECT * FROM ({body}) AS q LIMIT 0")
+                result = conn.exec_driver_sql(
+                    _driver_sql(conn, f"SELECT * FROM ({body}) AS q LIMIT 0")
+                )
                 names = list(result.keys())
-                sample = conn.exec_driver_sql(f"SELECT * FROM ({body}) AS q LIMIT 1000").all()
+                sample = conn.exec_driver_sql(
+                    _driver_sql(conn, f"SELECT * FROM ({body}) AS q LIMIT 1000")
+                ).all()
             except DBAPIError as exc:
                 raise InvalidArgumentError(
                     f"query failed in the database: {exc.orig}", field="sql"
                 ) from exc
         schema = _rows_to_arrow(names, list(sample), [None] * len(names)).schema
         select: Any = sa.select(*(sa.column(n) for n in names)).select_from(
-            sa.text(f"({body}) AS q")
+            sa.text(_escape_colons(f"({body}) AS q"))
         )
         rows = self.commit(dataset, table, mode, schema, select)
         return WriteResult(table=self.ref(dataset, table), mode=mode, rows_written=rows)
@@ -377,6 +382,19 @@ class _EngineConnection:
             self._engine.dispose()
 
 
+def _new_columns(ref: str, schema: pa.Schema | None, sources: list[Any]) -> list[sa.Column[Any]]:
+    """Columns for a new target: from the data's Arrow schema, else the first staging table."""
+    if schema is not None:
+        return [sa.Column(f.name, arrow_to_sql_type(f)) for f in schema]
+    if sources and isinstance(sources[0], sa.Table):
+        return [sa.Column(c.name, c.type) for c in sources[0].columns]
+    raise InvalidArgumentError(f"nothing was written and table {ref} does not exist", field="table")
+
+
+def _count_rows(conn: Connection, table: sa.Table) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
 def _source_columns(schema: pa.Schema | None, sources: list[Any]) -> list[str]:
     if schema is not None:
         return list(schema.names)
@@ -395,6 +413,18 @@ def _integer_key(table: sa.Table) -> sa.Column[Any] | None:
     if len(keys) == 1 and isinstance(keys[0].type, sa.Integer):
         return keys[0]
     return None
+
+
+def _driver_sql(conn: Connection, sql: str) -> str:
+    """User SQL sent as-is: drivers with %-placeholders (psycopg) need literal % doubled."""
+    if conn.dialect.paramstyle in ("format", "pyformat"):
+        return sql.replace("%", "%%")
+    return sql
+
+
+def _escape_colons(sql: str) -> str:
+    """User SQL inside ``text()``: a ':name' is a literal, not a bind parameter."""
+    return re.sub(r"(?<![:\\]):(?=[A-Za-z_])", r"\\:", sql)
 
 
 def _read_only_transaction(conn: Connection) -> None:
@@ -497,7 +527,7 @@ class _SqlQueryDatasource(Datasource):
         warehouse, sql = self.warehouse, self.sql
         return [
             ReadTask(
-                lambda: _stream(warehouse, sa.text(sql), None),
+                lambda: _stream(warehouse, sa.text(_escape_colons(sql)), None),
                 BlockMetadata(None, None, None, None),
             )
         ]
@@ -511,9 +541,13 @@ class _StagingTablesDatasink(Datasink[dict[str, Any] | None]):
         table: str,
         mode: WriteMode,
         expected: list[str] | None,
+        target_types: dict[str, Any],
     ) -> None:
         self.warehouse, self.dataset, self.table, self.mode = warehouse, dataset, table, mode
         self.expected = expected
+        # Staging columns take the target's types where it has the column, so a block whose
+        # column is all NULL (Arrow type null) still copies into a typed column.
+        self.target_types = target_types
         self.prefix = f"{STAGE_PREFIX}{new_write_id()}_"
         self.schema: pa.Schema | None = None
         self.rows_written = 0
@@ -537,7 +571,10 @@ class _StagingTablesDatasink(Datasink[dict[str, Any] | None]):
                 if stage is None:
                     if self.expected is not None:
                         check_columns(self.ref, self.expected, table.schema.names)
-                    columns = [sa.Column(f.name, arrow_to_sql_type(f)) for f in table.schema]
+                    columns = [
+                        sa.Column(f.name, self.target_types.get(f.name) or arrow_to_sql_type(f))
+                        for f in table.schema
+                    ]
                     stage = sa.Table(
                         f"{self.prefix}{ctx.task_idx}", sa.MetaData(), *columns, schema=self.dataset
                     )
