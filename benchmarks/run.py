@@ -5,7 +5,9 @@ Groups (``python -m benchmarks.run [group ...]``, all by default):
 - jobs: trivial job submit→SUCCEEDED vs the raw Ray Jobs API;
 - api: get/list p50/p99 with 1,000 jobs stored;
 - serving: predict latency/throughput vs a hand-written Serve app, batching, deploy→READY;
-- batch: batch prediction rows/s vs a hand-written Ray Data map_batches job.
+- batch: batch prediction rows/s vs a hand-written Ray Data map_batches job;
+- data: warehouse read/write rows/s vs hand-written Ray Data SQL and plain DuckDB
+  (benchmarks/data.py, on its own local Ray).
 Rounds alternate raw and Raydeck so background noise hits both alike.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.data import bench_data
 from benchmarks.raw_ray import RawCluster
 from benchmarks.report import Figure, write_report
 from benchmarks.serving import bench_batch_prediction, bench_serving
@@ -182,6 +185,7 @@ GROUPS: dict[str, Group] = {
     "api": bench_api,
     "serving": lambda server, client: bench_serving(client, server.token),
     "batch": lambda server, client: bench_batch_prediction(client),
+    "data": lambda server, client: bench_data(),
 }
 
 

@@ -7,7 +7,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from raydeck.cli import batch_predictions, clusters, endpoints, jobs, models, server, tokens
+from raydeck.cli import batch_predictions, clusters, data, endpoints, jobs, models, server, tokens
 from raydeck.cli.output import err_console
 from raydeck.core.errors import RaydeckError
 
@@ -26,6 +26,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(batch_predictions.app, name="batch-predict")
+app.add_typer(data.app, name="data")
 app.command("server")(server.serve)
 
 

@@ -18,6 +18,7 @@ import httpx
 
 from raydeck.client.batch_predictions import BatchPredictionApi
 from raydeck.client.config import load_client_config
+from raydeck.client.connections import ConnectionApi
 from raydeck.client.endpoints import BoundEndpoint, EndpointApi
 from raydeck.client.http import ApiTransport, raise_for_error
 from raydeck.client.models import ModelApi
@@ -260,6 +261,7 @@ class RaydeckClient:
         self.custom_jobs = CustomJobApi(self._api)
         self.tuning_jobs = TuningJobApi(self._api)
         self.training_pipelines = TrainingPipelineApi(self._api)
+        self.connections = ConnectionApi(self._api)
 
     def endpoint(self, endpoint: str) -> BoundEndpoint:
         """A handle whose ``predict`` goes straight to the endpoint's Serve data plane."""

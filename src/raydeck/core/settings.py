@@ -14,6 +14,8 @@
 | RAYDECK_AUTOSCALE_IDLE_SECONDS | 60 | idle time before an autoscaled replica is removed |
 | RAYDECK_AUTOSCALE_INTERVAL | 2.0 | seconds between autoscaler passes |
 | RAYDECK_ARTIFACT_STORE | $RAYDECK_HOME/artifacts | registry artifacts: path or fsspec URI |
+| RAYDECK_SECRET_KEY_FILE | $RAYDECK_HOME/secret.key | key encrypting stored connection secrets |
+| RAYDECK_WAREHOUSE_DIR | $RAYDECK_HOME/warehouse | where `duckdb` connections keep their files |
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Settings(BaseSettings):
     autoscale_idle_seconds: float = 60.0
     default_backend: str = "local"
     artifact_store: str | None = None
+    secret_key_file: Path | None = None
+    warehouse_dir: Path | None = None
 
     @property
     def db_url(self) -> str:
@@ -69,6 +73,14 @@ class Settings(BaseSettings):
     @property
     def clusters_dir(self) -> Path:
         return self.home / "clusters"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.secret_key_file or self.home / "secret.key"
+
+    @property
+    def warehouse_root(self) -> Path:
+        return self.warehouse_dir or self.home / "warehouse"
 
     @property
     def artifact_root(self) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "Base",
     "BatchPredictionJobRow",
     "ClusterRow",
+    "ConnectionRow",
     "EndpointRow",
     "JobRow",
     "ModelAliasRow",
@@ -300,4 +301,23 @@ class TrainingPipelineRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     start_time: Mapped[datetime | None] = mapped_column(default=None)
     end_time: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ConnectionRow(Base):
+    """A warehouse connection. ``config`` holds the kind's fields (never the secret);
+    ``secret_ciphertext`` is the Fernet-encrypted secret, when one is stored."""
+
+    __tablename__ = "connections"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_connections_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    secret_ciphertext: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

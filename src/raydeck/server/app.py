@@ -22,6 +22,7 @@ from raydeck.server.reconcilers.training_pipelines import PipelineReconciler
 from raydeck.server.routers import (
     batch_predictions,
     clusters,
+    connections,
     custom_jobs,
     endpoints,
     health,
@@ -96,4 +97,5 @@ def create_app(
         app.include_router(module.router)
     for module in (custom_jobs, tuning_jobs, training_pipelines):  # training (issue 5)
         app.include_router(module.router)
+    app.include_router(connections.router)
     return app
