@@ -46,7 +46,7 @@ LATENCY_BLOCKS, LATENCY_BLOCK_SIZE = 6, 50
 THROUGHPUT_REQUESTS, CONCURRENCY = 1500, 16
 BATCH_CONCURRENCY = 32
 BATCH_ROWS = 200_000
-BATCH_ROUNDS = 2
+BATCH_ROUNDS = 3
 INSTANCE = [[0.5, -1.2, 0.3, 2.0]]
 
 # The baseline: what a user writes with Ray Serve alone (model path and port in argv).
@@ -82,8 +82,8 @@ RAW_BATCH_SCRIPT = textwrap.dedent(
     import joblib, numpy as np, ray
 
     class Predict:
-        def __init__(self):
-            self.model = joblib.load(sys.argv[1])
+        def __init__(self, path):
+            self.model = joblib.load(path)
 
         def __call__(self, batch):
             x = np.stack([batch[f"f{i}"] for i in range(4)], axis=1)
@@ -92,7 +92,13 @@ RAW_BATCH_SCRIPT = textwrap.dedent(
 
     ray.init()
     ds = ray.data.read_parquet(sys.argv[2])
-    ds = ds.map_batches(Predict, batch_size=int(sys.argv[4]), concurrency=1, num_cpus=1)
+    ds = ds.map_batches(
+        Predict,
+        fn_constructor_args=(sys.argv[1],),
+        batch_size=int(sys.argv[4]),
+        concurrency=1,
+        num_cpus=1,
+    )
     ds.write_parquet(sys.argv[3])
     """
 )
