@@ -20,7 +20,7 @@ from raydeck.core.models.training import (
 )
 from raydeck.db.models import ClusterRow, TrainingJobRow, TrainingMetricRow, utcnow
 from raydeck.server.services import clusters as cluster_service
-from raydeck.server.services.job_tokens import revoke_job_token
+from raydeck.server.services.job_tokens import redact_text, revoke_job_token
 from raydeck.server.services.paging import fetch_page
 from raydeck.server.state import RAY_VERSION, ServerState
 
@@ -183,7 +183,7 @@ def read_replica_log(output_dir: str, replica: str) -> str:
     path = Path(output_dir) / "replica_logs" / f"{replica}.log"
     if not path.is_file():
         raise NotFoundError(f"no log for replica {replica!r} (yet): {path}", field="replica")
-    return path.read_text(errors="replace")
+    return redact_text(path.read_text(errors="replace"))
 
 
 def record_points(session: Session, run_id: str, points: list[MetricPoint]) -> None:
