@@ -219,6 +219,8 @@ def test_study_asks_reports_tells_and_resumes_after_a_restart(dev: Api) -> None:
     tuning_jobs.report_trial(state, job_id, trial["id"], [MetricPoint(metric="acc", value=0.7)])
     done = tuning_jobs.complete_trial(state, job_id, trial["id"], True, False, None)
     assert done.state.value == "SUCCEEDED" and done.final_measurement.metrics == {"acc": 0.7}
+    so_far = dev.sdk("viewer").tuning_jobs.get(job_id)  # running: the best trial so far
+    assert so_far.best_trial is not None and so_far.best_trial.id == trial["id"]
     other = first["trials"][1]["id"]  # type: ignore[index]
     failed = tuning_jobs.complete_trial(state, job_id, other, False, False, "exit 3")
     assert (failed.state.value, failed.state_reason) == ("FAILED", "exit 3")
