@@ -5,7 +5,9 @@ Groups (``python -m benchmarks.run [group ...]``, all by default):
 - jobs: trivial job submit→SUCCEEDED vs the raw Ray Jobs API;
 - api: get/list p50/p99 with 1,000 jobs stored;
 - serving: predict latency/throughput vs a hand-written Serve app, batching, deploy→READY;
-- batch: batch prediction rows/s vs a hand-written Ray Data map_batches job.
+- batch: batch prediction rows/s vs a hand-written Ray Data map_batches job;
+- tuning: per-trial overhead of a 100-trial study vs Ray Tune+OptunaSearch and plain Optuna,
+  CustomJob submit→RUNNING.
 Rounds alternate raw and Raydeck so background noise hits both alike.
 """
 
@@ -24,6 +26,7 @@ import httpx
 from benchmarks.raw_ray import RawCluster
 from benchmarks.report import Figure, write_report
 from benchmarks.serving import bench_batch_prediction, bench_serving
+from benchmarks.tuning import bench_tuning
 from raydeck.client import RaydeckClient
 from raydeck.core.ids import new_id
 from raydeck.core.models import ClusterCreate, JobState
@@ -182,6 +185,7 @@ GROUPS: dict[str, Group] = {
     "api": bench_api,
     "serving": lambda server, client: bench_serving(client, server.token),
     "batch": lambda server, client: bench_batch_prediction(client),
+    "tuning": lambda server, client: bench_tuning(client),
 }
 
 

@@ -21,6 +21,7 @@ from raydeck.cli.output import console, err_console
 from raydeck.core.models import ClusterCreate
 from raydeck.core.models.training import MetricPoint
 from raydeck.db.models import ClusterRow, TrainingJobRow
+from raydeck.server.services import training_runs as runs
 from raydeck.server.services import tuning_jobs as tuning_service
 from tests.conftest import Api
 
@@ -126,6 +127,24 @@ def test_module_job_with_train_workers(cli: Callable[..., Run], dev: Api, tmp_pa
         "package_dir": str(tmp_path),
     }
     assert pools[1] == {**pools[1], "replica_count": 2, "python_module": None, "script": None}
+
+
+def test_list_compares_runs_by_label_and_metric(cli: Callable[..., Run], dev: Api) -> None:
+    ids = [
+        _created_id(cli("custom-jobs", "create", "-c", "dev", "--command", "x", "-l", label))
+        for label in ("exp=a", "exp=a", "exp=b")
+    ]
+    state = dev.app.state.raydeck
+    with state.db.session() as session:
+        for job_id, loss in zip(ids, (0.5, 0.25, 0.125), strict=True):
+            points = [MetricPoint(metric="loss", value=v, step=i) for i, v in enumerate((1, loss))]
+            runs.record_points(session, job_id, points)
+    listed = cli("custom-jobs", "list", "--label", "exp=a", "--metric", "loss")
+    assert listed.code == 0, listed.err
+    lines = {line.split()[1]: line for line in listed.out.splitlines() if "cj-" in line}
+    assert set(lines) == set(ids[:2])
+    assert lines[ids[0]].rstrip(" │").endswith("0.5") and "0.25" in lines[ids[1]]
+    cli("custom-jobs", "list", "--label", "exp").one_line_error("invalid_argument", "label")
 
 
 @pytest.mark.parametrize(

@@ -306,3 +306,18 @@ def test_job_tokens_authenticate_until_revoked(static_api: Api, tmp_path: Path) 
         job_tokens.revoke_job_token(session, "cl-1", "sub-1")
     with state.db.session() as session, pytest.raises(Exception, match="revoked"):
         authenticate(session, secret)
+
+
+def test_runs_are_found_by_label_across_jobs_and_studies(dev: Api) -> None:
+    sdk = dev.sdk("viewer")
+    ids = []
+    for team in ("ml", "ml", "ops"):
+        response = dev.http.post(JOBS, json=_job(labels={"team": team}), headers=dev.headers())
+        ids.append(response.json()["id"])
+    study = dev.http.post(HPT, json=_study(labels={"team": "ml"}), headers=dev.headers()).json()
+    assert [j.id for j in sdk.custom_jobs.list(label="team=ml").items] == ids[:2]
+    assert [j.id for j in sdk.custom_jobs.list(label="team=ops").items] == ids[2:]
+    assert sdk.custom_jobs.list(label="team=none").items == []
+    assert [j.id for j in sdk.tuning_jobs.list(label="team=ml").items] == [study["id"]]
+    bad = dev.http.get(f"{JOBS}?label=team", headers=dev.headers("viewer"))
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "label"

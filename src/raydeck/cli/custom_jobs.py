@@ -202,11 +202,20 @@ def get(job_id: str, output: Output = "table") -> None:
 @app.command("list")
 def list_jobs(
     state: Annotated[TrainingState | None, typer.Option()] = None,
+    label: Annotated[str | None, typer.Option("--label", "-l", help="key=value")] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Add a column: the last value of METRIC.")
+    ] = None,
     output: Output = "table",
 ) -> None:
-    """List custom jobs."""
+    """List custom jobs (compare runs: --label team=ml --metric loss)."""
     with RaydeckClient() as client:
-        page = client.custom_jobs.list(state=state, page_size=1000)
+        page = client.custom_jobs.list(state=state, label=label, page_size=1000)
+        last: dict[str, str] = {}
+        if metric:
+            for j in page.items:
+                points = client.custom_jobs.metrics(j.id, metric)
+                last[j.id] = f"{points[-1].value:.6g}" if points else ""
     if output == "json":
         print_json(page.items)
         return
@@ -218,10 +227,13 @@ def list_jobs(
             j.state.value,
             j.attempt,
             j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            *([last[j.id]] if metric else []),
         )
         for j in page.items
     ]
-    print_table("custom jobs", ["id", "name", "cluster", "state", "attempt", "created"], rows)
+    columns = ["id", "name", "cluster", "state", "attempt", "created"]
+    columns += [metric] if metric else []
+    print_table("custom jobs", columns, rows)
 
 
 @app.command("cancel")

@@ -130,11 +130,12 @@ def get(job_id: str, output: Output = "table") -> None:
 @app.command("list")
 def list_jobs(
     state: Annotated[TrainingState | None, typer.Option()] = None,
+    label: Annotated[str | None, typer.Option("--label", "-l", help="key=value")] = None,
     output: Output = "table",
 ) -> None:
-    """List tuning jobs."""
+    """List tuning jobs, each with its best trial (so far)."""
     with RaydeckClient() as client:
-        page = client.tuning_jobs.list(state=state, page_size=1000)
+        page = client.tuning_jobs.list(state=state, label=label, page_size=1000)
     if output == "json":
         print_json(page.items)
         return

@@ -126,11 +126,21 @@ def list_run_rows(
     page_size: int,
     page_token: str | None,
     state: TrainingState | None = None,
+    label: str | None = None,
 ) -> tuple[list[TrainingJobRow], str | None]:
+    """A page of runs; ``label`` ("key=value") keeps the runs carrying that label."""
     query = select(TrainingJobRow).where(TrainingJobRow.kind == kind)
     if state is not None:
         query = query.where(TrainingJobRow.state == state.value)
+    wanted: tuple[str, str] | None = None
+    if label:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError("label filter must look like key=value", field="label")
+        wanted = (key, value)
     rows, token = fetch_page(session, query, TrainingJobRow.id, page_size, page_token)
+    if wanted is not None:
+        rows = [r for r in rows if r.labels.get(wanted[0]) == wanted[1]]
     return list(rows), token
 
 

@@ -154,9 +154,10 @@ def list_tuning_jobs(
     page_size: int,
     page_token: str | None,
     state: TrainingState | None = None,
+    label: str | None = None,
 ) -> Page[HyperparameterTuningJob]:
     rows, token = runs.list_run_rows(
-        session, KIND, page_size=page_size, page_token=page_token, state=state
+        session, KIND, page_size=page_size, page_token=page_token, state=state, label=label
     )
     return Page[HyperparameterTuningJob](
         items=[to_model(session, r) for r in rows], next_page_token=token
