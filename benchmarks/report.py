@@ -17,13 +17,14 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 @dataclass(frozen=True)
 class Figure:
     """One measured figure. ``target`` bounds the ratio (≤, or ≥ when ``higher_is_better``)
-    unless ``absolute``, when it bounds raydeck's own value."""
+    unless ``absolute``, when it bounds raydeck's own value; ``None``: shown for context,
+    with no target to meet (``met`` is None)."""
 
     name: str
     unit: str
     raydeck: float
     raw: float | None
-    target: float
+    target: float | None
     absolute: bool = False
     higher_is_better: bool = False  # throughputs: met when the ratio reaches the target
 
@@ -32,7 +33,9 @@ class Figure:
         return None if not self.raw else self.raydeck / self.raw
 
     @property
-    def met(self) -> bool:
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
         value = self.raydeck if self.absolute else self.ratio
         if value is None:
             return False
@@ -40,6 +43,8 @@ class Figure:
 
     @property
     def bound(self) -> str:
+        if self.target is None:
+            return "-"
         sign = "≥" if self.higher_is_better else "≤"
         return f"{sign} {self.target} {self.unit}" if self.absolute else f"{sign} {self.target}×"
 
@@ -69,7 +74,7 @@ def write_report(figures: list[Figure], path: Path = RESULTS) -> None:
             "-" if fig.raw is None else f"{fig.raw:.3f}",
             "-" if fig.ratio is None else f"{fig.ratio:.2f}×",
             fig.bound,
-            "[green]yes[/green]" if fig.met else "[red]no[/red]",
+            {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[fig.met],
         )
     Console().print(table)
     path.parent.mkdir(parents=True, exist_ok=True)

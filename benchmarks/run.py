@@ -8,6 +8,8 @@ Groups (``python -m benchmarks.run [group ...]``, all by default):
 - batch: batch prediction rows/s vs a hand-written Ray Data map_batches job;
 - data: warehouse read/write rows/s vs hand-written Ray Data SQL and plain DuckDB
   (benchmarks/data.py, on its own local Ray).
+- tuning: per-trial overhead of a 100-trial study vs Ray Tune+OptunaSearch and plain Optuna,
+  CustomJob submit→RUNNING.
 Rounds alternate raw and Raydeck so background noise hits both alike.
 """
 
@@ -27,6 +29,7 @@ from benchmarks.data import bench_data
 from benchmarks.raw_ray import RawCluster
 from benchmarks.report import Figure, write_report
 from benchmarks.serving import bench_batch_prediction, bench_serving
+from benchmarks.tuning import bench_tuning
 from raydeck.client import RaydeckClient
 from raydeck.core.ids import new_id
 from raydeck.core.models import ClusterCreate, JobState
@@ -186,6 +189,7 @@ GROUPS: dict[str, Group] = {
     "serving": lambda server, client: bench_serving(client, server.token),
     "batch": lambda server, client: bench_batch_prediction(client),
     "data": lambda server, client: bench_data(),
+    "tuning": lambda server, client: bench_tuning(client),
 }
 
 

@@ -219,6 +219,8 @@ def test_study_asks_reports_tells_and_resumes_after_a_restart(dev: Api) -> None:
     tuning_jobs.report_trial(state, job_id, trial["id"], [MetricPoint(metric="acc", value=0.7)])
     done = tuning_jobs.complete_trial(state, job_id, trial["id"], True, False, None)
     assert done.state.value == "SUCCEEDED" and done.final_measurement.metrics == {"acc": 0.7}
+    so_far = dev.sdk("viewer").tuning_jobs.get(job_id)  # running: the best trial so far
+    assert so_far.best_trial is not None and so_far.best_trial.id == trial["id"]
     other = first["trials"][1]["id"]  # type: ignore[index]
     failed = tuning_jobs.complete_trial(state, job_id, other, False, False, "exit 3")
     assert (failed.state.value, failed.state_reason) == ("FAILED", "exit 3")
@@ -304,3 +306,18 @@ def test_job_tokens_authenticate_until_revoked(static_api: Api, tmp_path: Path) 
         job_tokens.revoke_job_token(session, "cl-1", "sub-1")
     with state.db.session() as session, pytest.raises(Exception, match="revoked"):
         authenticate(session, secret)
+
+
+def test_runs_are_found_by_label_across_jobs_and_studies(dev: Api) -> None:
+    sdk = dev.sdk("viewer")
+    ids = []
+    for team in ("ml", "ml", "ops"):
+        response = dev.http.post(JOBS, json=_job(labels={"team": team}), headers=dev.headers())
+        ids.append(response.json()["id"])
+    study = dev.http.post(HPT, json=_study(labels={"team": "ml"}), headers=dev.headers()).json()
+    assert [j.id for j in sdk.custom_jobs.list(label="team=ml").items] == ids[:2]
+    assert [j.id for j in sdk.custom_jobs.list(label="team=ops").items] == ids[2:]
+    assert sdk.custom_jobs.list(label="team=none").items == []
+    assert [j.id for j in sdk.tuning_jobs.list(label="team=ml").items] == [study["id"]]
+    bad = dev.http.get(f"{JOBS}?label=team", headers=dev.headers("viewer"))
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "label"

@@ -7,7 +7,19 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from raydeck.cli import batch_predictions, clusters, data, endpoints, jobs, models, server, tokens
+from raydeck.cli import (
+    batch_predictions,
+    clusters,
+    custom_jobs,
+    data,
+    endpoints,
+    jobs,
+    models,
+    pipelines,
+    server,
+    tokens,
+    tuning_jobs,
+)
 from raydeck.cli.output import err_console
 from raydeck.core.errors import RaydeckError
 
@@ -27,6 +39,9 @@ app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(batch_predictions.app, name="batch-predict")
 app.add_typer(data.app, name="data")
+app.add_typer(custom_jobs.app, name="custom-jobs")
+app.add_typer(tuning_jobs.app, name="hpt")
+app.add_typer(pipelines.app, name="pipelines")
 app.command("server")(server.serve)
 
 
@@ -38,7 +53,10 @@ def _validation_message(exc: ValidationError) -> str:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except RaydeckError as exc:
         err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}", highlight=False)
         sys.exit(1)

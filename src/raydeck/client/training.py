@@ -51,12 +51,14 @@ class _Resource(Generic[M]):
         self,
         *,
         state: TrainingState | None = None,
+        label: str | None = None,
         page_size: int = 100,
         page_token: str | None = None,
     ) -> Page[M]:
+        """A page of jobs; ``label="key=value"`` keeps those with that label."""
         params: dict[str, Any] = {"page_size": page_size, "page_token": page_token}
-        if state is not None and self.path != "/api/v1/trainingPipelines":
-            params["state"] = state
+        if self.path != "/api/v1/trainingPipelines":
+            params["state"], params["label"] = state, label
         data = self._api.request("GET", self.path, params=params)
         return Page[self.model].model_validate(data)  # type: ignore[name-defined]
 

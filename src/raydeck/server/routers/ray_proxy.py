@@ -3,6 +3,8 @@
 ``JobSubmissionClient("<server>/api/v1/clusters/<name>/ray", headers={"Authorization":
 "Bearer <raydeck token>"})`` and ``ray job submit --address ...`` work unchanged: the proxy
 swaps Raydeck's token for the cluster's Ray token and records submissions as Raydeck jobs.
+Answers never carry job tokens: Ray shows each job's env vars (``RAYDECK_TOKEN`` of the jobs
+Raydeck submits) to whoever may read jobs, so they are redacted on the way out.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from websockets.asyncio.client import connect as ws_connect
 from raydeck.core.errors import RaydeckError, UnavailableError
 from raydeck.server.auth import authorize
 from raydeck.server.routers.common import State
+from raydeck.server.services import job_tokens
 from raydeck.server.services import jobs as job_service
 from raydeck.server.state import ServerState
 
@@ -61,7 +64,15 @@ async def ray_api_proxy(cluster: str, path: str, request: Request, state: State)
     response_headers = {
         k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE
     }
-    return Response(upstream.content, upstream.status_code, headers=response_headers)
+    return Response(_redacted(upstream), upstream.status_code, headers=response_headers)
+
+
+def _redacted(upstream: httpx.Response) -> bytes:
+    """Ray's answer with job tokens replaced (JSON and text; other bodies pass as they are)."""
+    kind = upstream.headers.get("content-type", "").lower()
+    if "json" in kind or kind.startswith("text/") or not kind:
+        return job_tokens.redact_json_body(upstream.content)
+    return upstream.content
 
 
 async def _record(
@@ -96,9 +107,9 @@ async def tail_job_logs(websocket: WebSocket, cluster: str, submission_id: str) 
         ) as upstream:
             async for message in upstream:
                 if isinstance(message, bytes):
-                    await websocket.send_bytes(message)
+                    await websocket.send_bytes(job_tokens.redact_json_body(message))
                 else:
-                    await websocket.send_text(message)
+                    await websocket.send_text(job_tokens.redact_text(message))
     except (OSError, websockets.WebSocketException) as exc:
         log.info("log tail of %s on %s ended: %s", submission_id, cluster, exc)
     await websocket.close()

@@ -56,9 +56,10 @@ def list_tuning_jobs(
     page_size: PageSize = 100,
     page_token: PageToken = None,
     state: Annotated[TrainingState | None, Query()] = None,
+    label: Annotated[str | None, Query(description="key=value")] = None,
 ) -> Page[HyperparameterTuningJob]:
     return service.list_tuning_jobs(
-        session, page_size=page_size, page_token=page_token, state=state
+        session, page_size=page_size, page_token=page_token, state=state, label=label
     )
 
 

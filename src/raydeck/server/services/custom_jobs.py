@@ -99,8 +99,9 @@ def list_custom_jobs(
     page_size: int,
     page_token: str | None,
     state: TrainingState | None = None,
+    label: str | None = None,
 ) -> Page[CustomJob]:
     rows, token = runs.list_run_rows(
-        session, KIND, page_size=page_size, page_token=page_token, state=state
+        session, KIND, page_size=page_size, page_token=page_token, state=state, label=label
     )
     return Page[CustomJob](items=[to_model(r) for r in rows], next_page_token=token)

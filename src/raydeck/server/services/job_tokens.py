@@ -5,11 +5,18 @@ and revoked when that job ends; only its hash is stored, like every token. The j
 as ``RAYDECK_TOKEN`` next to ``RAYDECK_SERVER`` (the server's advertised URL), unless the
 submitter already set either variable. A job-scoped token has the ``user`` role and expires
 after a week at the latest, in case the revocation is ever missed.
+
+Ray shows a job's runtime_env (env vars included) to anyone who can read its jobs, so
+everything Raydeck hands out about Ray jobs (its job API, the Ray Jobs proxy, job and replica
+logs) goes through ``redact_*``: ``RAYDECK_TOKEN`` values and anything shaped like a Raydeck
+secret are replaced by ``REDACTED``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -25,15 +32,25 @@ from raydeck.server.services.tokens import SECRET_PREFIX, hash_secret
 
 __all__ = [
     "JOB_TOKEN_TTL",
+    "REDACTED",
+    "TOKEN_ENV_VARS",
     "discard_job_token",
     "issue_job_token",
     "job_runtime_env",
     "job_token_name",
+    "redact_json_body",
+    "redact_runtime_env",
+    "redact_text",
     "revoke_job_token",
     "wants_job_token",
 ]
 
 JOB_TOKEN_TTL = timedelta(days=7)
+REDACTED = "<redacted>"
+TOKEN_ENV_VARS = frozenset({"RAYDECK_TOKEN"})
+# Secrets are SECRET_PREFIX + token_urlsafe(32) (43 characters); JSON never escapes those.
+_SECRET_PATTERN = re.compile(re.escape(SECRET_PREFIX) + r"[A-Za-z0-9_-]{16,}")
+_SECRET_BYTES = re.compile(_SECRET_PATTERN.pattern.encode())
 
 
 def job_token_name(cluster_id: str, submission_id: str) -> str:
@@ -92,3 +109,43 @@ def job_runtime_env(
     env_vars.setdefault("RAYDECK_TOKEN", secret)
     env["env_vars"] = env_vars
     return env
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every Raydeck secret in it replaced (logs, Ray's messages)."""
+    return _SECRET_PATTERN.sub(REDACTED, text)
+
+
+def redact_runtime_env(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of ``runtime_env`` whose token env vars show ``REDACTED``."""
+    if not runtime_env:
+        return runtime_env
+    redacted = _redact_value(runtime_env)
+    assert isinstance(redacted, dict)
+    return redacted
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if k in TOKEN_ENV_VARS and isinstance(v, str) and v else _redact_value(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def redact_json_body(body: bytes) -> bytes:
+    """A proxied Ray answer without tokens: secrets anywhere (also inside serialized
+    runtime envs of the state API), and any value of a ``RAYDECK_TOKEN`` key."""
+    body = _SECRET_BYTES.sub(REDACTED.encode(), body)
+    if not any(name.encode() in body for name in TOKEN_ENV_VARS):
+        return body
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    return json.dumps(_redact_value(data)).encode()

@@ -63,10 +63,10 @@ def _to_model(row: JobRow) -> Job:
         project=row.project,
         submission_id=row.submission_id,
         entrypoint=row.entrypoint,
-        runtime_env=row.runtime_env,
+        runtime_env=job_tokens.redact_runtime_env(row.runtime_env),
         metadata=row.job_metadata,
         state=JobState(row.state),
-        message=row.message,
+        message=job_tokens.redact_text(row.message) if row.message else row.message,
         created_at=row.created_at,
         start_time=row.start_time,
         end_time=row.end_time,
@@ -272,7 +272,7 @@ async def get_job_logs(state: ServerState, job_id: str) -> str:
             f"cluster {job.cluster!r} is not running; its logs are gone with it", field="job"
         )
     async with target.client() as ray:
-        return await ray.get_job_logs(job.submission_id)
+        return job_tokens.redact_text(await ray.get_job_logs(job.submission_id))
 
 
 async def follow_job_logs(state: ServerState, job_id: str) -> AsyncIterator[str]:
@@ -286,7 +286,7 @@ async def follow_job_logs(state: ServerState, job_id: str) -> AsyncIterator[str]
             info = await ray.get_job(job.submission_id)
             logs = await ray.get_job_logs(job.submission_id)
             if len(logs) > sent:
-                yield logs[sent:]
+                yield job_tokens.redact_text(logs[sent:])
                 sent = len(logs)
             if info.status in {s.value for s in TERMINAL_JOB_STATES}:
                 await asyncio.to_thread(_store_info, state, job.id, info)

@@ -20,7 +20,7 @@ from raydeck.core.models.training import (
 )
 from raydeck.db.models import ClusterRow, TrainingJobRow, TrainingMetricRow, utcnow
 from raydeck.server.services import clusters as cluster_service
-from raydeck.server.services.job_tokens import revoke_job_token
+from raydeck.server.services.job_tokens import redact_text, revoke_job_token
 from raydeck.server.services.paging import fetch_page
 from raydeck.server.state import RAY_VERSION, ServerState
 
@@ -126,11 +126,21 @@ def list_run_rows(
     page_size: int,
     page_token: str | None,
     state: TrainingState | None = None,
+    label: str | None = None,
 ) -> tuple[list[TrainingJobRow], str | None]:
+    """A page of runs; ``label`` ("key=value") keeps the runs carrying that label."""
     query = select(TrainingJobRow).where(TrainingJobRow.kind == kind)
     if state is not None:
         query = query.where(TrainingJobRow.state == state.value)
+    wanted: tuple[str, str] | None = None
+    if label:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError("label filter must look like key=value", field="label")
+        wanted = (key, value)
     rows, token = fetch_page(session, query, TrainingJobRow.id, page_size, page_token)
+    if wanted is not None:
+        rows = [r for r in rows if r.labels.get(wanted[0]) == wanted[1]]
     return list(rows), token
 
 
@@ -183,7 +193,7 @@ def read_replica_log(output_dir: str, replica: str) -> str:
     path = Path(output_dir) / "replica_logs" / f"{replica}.log"
     if not path.is_file():
         raise NotFoundError(f"no log for replica {replica!r} (yet): {path}", field="replica")
-    return path.read_text(errors="replace")
+    return redact_text(path.read_text(errors="replace"))
 
 
 def record_points(session: Session, run_id: str, points: list[MetricPoint]) -> None:

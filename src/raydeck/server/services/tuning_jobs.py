@@ -75,8 +75,12 @@ def to_model(session: Session, row: TrainingJobRow) -> HyperparameterTuningJob:
     spec = row.spec
     study = StudySpec.model_validate(spec["study_spec"])
     metric = study.metrics[0].metric_id
-    counts = Counter(t.state for t in _trials(session, row.id))
-    best = session.get(TrialRow, row.best_trial_id) if row.best_trial_id else None
+    trials = _trials(session, row.id)
+    counts = Counter(t.state for t in trials)
+    if row.best_trial_id:
+        best = session.get(TrialRow, row.best_trial_id)
+    else:  # still running (or failed): the best trial so far
+        best = _best_trial(trials, study.metrics[0].goal)
     return HyperparameterTuningJob(
         id=row.id,
         display_name=row.display_name,
@@ -150,9 +154,10 @@ def list_tuning_jobs(
     page_size: int,
     page_token: str | None,
     state: TrainingState | None = None,
+    label: str | None = None,
 ) -> Page[HyperparameterTuningJob]:
     rows, token = runs.list_run_rows(
-        session, KIND, page_size=page_size, page_token=page_token, state=state
+        session, KIND, page_size=page_size, page_token=page_token, state=state, label=label
     )
     return Page[HyperparameterTuningJob](
         items=[to_model(session, r) for r in rows], next_page_token=token
@@ -288,17 +293,22 @@ def finalize(session: Session, row: TrainingJobRow) -> tuple[TrainingState, str 
             f"{failed} trials failed, more than max_failed_trial_count "
             f"{row.spec['max_failed_trial_count']}; last: {last}"
         )
-    goal = Goal(row.spec["study_spec"]["metrics"][0]["goal"])
+    best = _best_trial(trials, Goal(row.spec["study_spec"]["metrics"][0]["goal"]))
+    if best is None:
+        last = next((t.state_reason for t in reversed(trials) if t.state_reason), "no trial ran")
+        return TrainingState.FAILED, f"no trial succeeded; last: {last}"
+    row.best_trial_id = best.id
+    return TrainingState.SUCCEEDED, None
+
+
+def _best_trial(trials: list[TrialRow], goal: Goal) -> TrialRow | None:
     scored = [
         t for t in trials if t.state == TrialState.SUCCEEDED.value and t.final_value is not None
     ]
     if not scored:
-        last = next((t.state_reason for t in reversed(trials) if t.state_reason), "no trial ran")
-        return TrainingState.FAILED, f"no trial succeeded; last: {last}"
+        return None
     pick = max if goal is Goal.MAXIMIZE else min
-    best = pick(scored, key=lambda t: float(t.final_value or 0.0))
-    row.best_trial_id = best.id
-    return TrainingState.SUCCEEDED, None
+    return pick(scored, key=lambda t: float(t.final_value or 0.0))
 
 
 def require_live(row: TrainingJobRow) -> None:
