@@ -184,7 +184,13 @@ def test_module_job_with_two_pools_writes_its_model(
     done = live_client.custom_jobs.wait(job.id, timeout=240)
     assert done.state is S.SUCCEEDED, done.state_reason
     assert (tmp_path / "out" / "model" / "model.joblib").is_file()
-    assert "model/model.joblib" in live_client.custom_jobs.artifacts(job.id)
+    listed = {a.path: a.size for a in live_client.custom_jobs.artifacts(job.id)}
+    model_file = tmp_path / "out" / "model" / "model.joblib"
+    assert listed["model/model.joblib"] == model_file.stat().st_size
+    fetched = live_client.custom_jobs.download_artifact(
+        job.id, "model/model.joblib", tmp_path / "fetched.joblib"
+    )
+    assert fetched.read_bytes() == model_file.read_bytes()
     chief_log = live_client.custom_jobs.logs(job.id)
     assert "'type': 'workerpool0'" in chief_log and "--epochs=1" in chief_log
     worker_log = live_client.custom_jobs.logs(job.id, "workerpool1-0")

@@ -1,4 +1,4 @@
-"""raydeck custom-jobs create|get|list|cancel|delete|logs"""
+"""raydeck custom-jobs create|get|list|cancel|delete|logs|artifacts"""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from raydeck.cli.output import console, print_json, print_table, wait_with_progress
+from raydeck.cli.run_artifacts import Dest, Download, show_or_download
 from raydeck.cli.specs import parse_pairs
 from raydeck.client import RaydeckClient
 from raydeck.core.errors import NotFoundError
@@ -287,4 +288,23 @@ def logs(
         follow_log(
             lambda: client.custom_jobs.logs(job_id, replica),
             lambda: client.custom_jobs.get(job_id).state in TERMINAL_TRAINING_STATES,
+        )
+
+
+@app.command("artifacts")
+def artifacts(
+    job_id: str,
+    download: Download = None,
+    dest: Dest = Path("."),
+    output: Output = "table",
+) -> None:
+    """List the files the job wrote (model, checkpoints, logs, metrics), or download some."""
+    with RaydeckClient() as client:
+        show_or_download(
+            f"artifacts of {job_id}",
+            client.custom_jobs.artifacts(job_id),
+            lambda path, to: client.custom_jobs.download_artifact(job_id, path, to),
+            download,
+            dest,
+            output,
         )

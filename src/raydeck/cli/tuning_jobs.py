@@ -1,4 +1,4 @@
-"""raydeck hpt create|get|list|trials|cancel|delete
+"""raydeck hpt create|get|list|trials|artifacts|cancel|delete
 
 A study is a YAML/JSON file holding a hyperparameter tuning job (``study_spec``,
 ``trial_job_spec``, ``max_trial_count``, ...); flags override its cluster, budget and name.
@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from raydeck.cli.output import console, print_json, print_table, wait_with_progress
+from raydeck.cli.run_artifacts import Dest, Download, show_or_download
 from raydeck.cli.specs import load_spec_file
 from raydeck.client import RaydeckClient
 from raydeck.core.models.training import TERMINAL_TRAINING_STATES, TrainingState
@@ -192,3 +193,23 @@ def delete(job_id: str) -> None:
     with RaydeckClient() as client:
         job = client.tuning_jobs.delete(job_id)
     console.print(f"tuning job {job.id} deleted", highlight=False)
+
+
+@app.command("artifacts")
+def artifacts(
+    job_id: str,
+    trial_id: str,
+    download: Download = None,
+    dest: Dest = Path("."),
+    output: Output = "table",
+) -> None:
+    """List the files a trial wrote (model, checkpoints, logs, metrics), or download some."""
+    with RaydeckClient() as client:
+        show_or_download(
+            f"artifacts of {trial_id}",
+            client.tuning_jobs.trial_artifacts(job_id, trial_id),
+            lambda path, to: client.tuning_jobs.download_trial_artifact(job_id, trial_id, path, to),
+            download,
+            dest,
+            output,
+        )

@@ -8,15 +8,20 @@ print(job.state, rd.custom_jobs.metrics(job.id), rd.custom_jobs.logs(job.id))
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
+import httpx
 from pydantic import BaseModel
 
-from raydeck.client.http import ApiTransport
+from raydeck.client.http import ApiTransport, raise_for_error
+from raydeck.core.errors import UnavailableError
 from raydeck.core.models import Page
 from raydeck.core.models.pipelines import TrainingPipeline, TrainingPipelineCreate
 from raydeck.core.models.training import (
     TERMINAL_TRAINING_STATES,
+    ArtifactFile,
     CustomJob,
     CustomJobCreate,
     MetricPoint,
@@ -43,6 +48,25 @@ class _Resource(Generic[M]):
     def _create(self, request: BaseModel) -> M:
         data = self._api.request("POST", self.path, json=request.model_dump(mode="json"))
         return self.model.model_validate(data)
+
+    def _download(self, url: str, dest: Path) -> Path:
+        """Stream a file to ``dest`` (parents made); a failed download leaves no file."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".part")
+        try:
+            with self._api.http.stream("GET", url) as response:
+                if not response.is_success:
+                    response.read()
+                    raise_for_error(response)
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+            partial.replace(dest)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"download of {url} failed: {exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return dest
 
     def get(self, job_id: str) -> M:
         return self.model.model_validate(self._api.request("GET", f"{self.path}/{job_id}"))
@@ -103,8 +127,15 @@ class CustomJobApi(_Resource[CustomJob]):
         data = self._api.request("GET", f"{self.path}/{job_id}/metrics", params={"metric": metric})
         return [MetricPoint.model_validate(p) for p in data]
 
-    def artifacts(self, job_id: str) -> list[str]:
-        return list(self._api.request("GET", f"{self.path}/{job_id}/artifacts"))
+    def artifacts(self, job_id: str) -> list[ArtifactFile]:
+        """Files under the job's AIP_* directories and metrics/, with sizes."""
+        data = self._api.request("GET", f"{self.path}/{job_id}/artifacts")
+        return [ArtifactFile.model_validate(a) for a in data]
+
+    def download_artifact(self, job_id: str, path: str, dest: str | Path) -> Path:
+        """Save the artifact ``path`` (as listed) to the file ``dest``."""
+        url = f"{self.path}/{job_id}/artifacts/{quote(path)}"
+        return self._download(url, Path(dest))
 
 
 class TuningJobApi(_Resource[HyperparameterTuningJob]):
@@ -125,6 +156,18 @@ class TuningJobApi(_Resource[HyperparameterTuningJob]):
             "GET", f"{self.path}/{job_id}/trials/{trial_id}/metrics", params={"metric": metric}
         )
         return [MetricPoint.model_validate(p) for p in data]
+
+    def trial_artifacts(self, job_id: str, trial_id: str) -> list[ArtifactFile]:
+        """Files under the trial's AIP_* directories and metrics/, with sizes."""
+        data = self._api.request("GET", f"{self.path}/{job_id}/trials/{trial_id}/artifacts")
+        return [ArtifactFile.model_validate(a) for a in data]
+
+    def download_trial_artifact(
+        self, job_id: str, trial_id: str, path: str, dest: str | Path
+    ) -> Path:
+        """Save the trial's artifact ``path`` (as listed) to the file ``dest``."""
+        url = f"{self.path}/{job_id}/trials/{trial_id}/artifacts/{quote(path)}"
+        return self._download(url, Path(dest))
 
 
 class TrainingPipelineApi(_Resource[TrainingPipeline]):

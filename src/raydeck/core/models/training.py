@@ -21,6 +21,7 @@ from raydeck.core.models.common import LenientModel, StrictModel
 
 __all__ = [
     "TERMINAL_TRAINING_STATES",
+    "ArtifactFile",
     "CustomJob",
     "CustomJobCreate",
     "CustomJobSpec",
@@ -183,3 +184,11 @@ class MetricPoint(LenientModel):
     step: int | None = None
     value: float
     time: datetime | None = None
+
+
+class ArtifactFile(LenientModel):
+    """A file a job or trial wrote: ``path`` is relative to its output directory."""
+
+    path: str
+    size: int
+    modified: datetime

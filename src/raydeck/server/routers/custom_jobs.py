@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 
 from raydeck.core.models import Page
-from raydeck.core.models.training import CustomJob, CustomJobCreate, MetricPoint, TrainingState
+from raydeck.core.models.training import (
+    ArtifactFile,
+    CustomJob,
+    CustomJobCreate,
+    MetricPoint,
+    TrainingState,
+)
 from raydeck.core.models.tuning import TrialReport, TrialReportResult
 from raydeck.server.auth import Principal, require
 from raydeck.server.routers.common import DbSession, PageSize, PageToken, State
 from raydeck.server.services import custom_jobs as service
 from raydeck.server.services import training_runs as runs
+from raydeck.server.services.run_artifacts import artifact_file, list_artifacts
 
 router = APIRouter(prefix="/api/v1/customJobs", tags=["training"])
 
@@ -105,15 +111,22 @@ def custom_job_artifacts(
     job_id: str,
     session: DbSession,
     _: Annotated[Principal, Depends(require("custom_jobs.get"))],
-) -> list[str]:
-    """Files the job wrote under AIP_MODEL_DIR and AIP_CHECKPOINT_DIR (relative paths)."""
-    root = Path(service.get_custom_job(session, job_id).base_output_dir)
-    return sorted(
-        str(p.relative_to(root))
-        for sub in ("model", "checkpoints")
-        for p in (root / sub).rglob("*")
-        if p.is_file()
-    )
+) -> list[ArtifactFile]:
+    """Files under AIP_MODEL_DIR, AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR and metrics/."""
+    return list_artifacts(service.get_custom_job(session, job_id).base_output_dir)
+
+
+@router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse)
+def download_custom_job_artifact(
+    job_id: str,
+    path: str,
+    session: DbSession,
+    _: Annotated[Principal, Depends(require("custom_jobs.get"))],
+) -> FileResponse:
+    """One file, by its path in the listing (``model/model.joblib``)."""
+    output_dir = service.get_custom_job(session, job_id).base_output_dir
+    found = artifact_file(output_dir, path)
+    return FileResponse(found, filename=found.name)
 
 
 @router.post("/{job_id}/metrics:report")

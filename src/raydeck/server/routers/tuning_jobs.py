@@ -6,12 +6,13 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import Field
+from sqlalchemy.orm import Session
 
 from raydeck.core.models import Page
 from raydeck.core.models.common import StrictModel
-from raydeck.core.models.training import MetricPoint, TrainingState
+from raydeck.core.models.training import ArtifactFile, MetricPoint, TrainingState
 from raydeck.core.models.tuning import (
     MAX_PARALLEL_TRIALS,
     HyperparameterTuningJob,
@@ -24,6 +25,7 @@ from raydeck.server.auth import Principal, require
 from raydeck.server.routers.common import DbSession, PageSize, PageToken, State
 from raydeck.server.services import training_runs as runs
 from raydeck.server.services import tuning_jobs as service
+from raydeck.server.services.run_artifacts import artifact_file, list_artifacts
 from raydeck.server.services.studies import StudyCache, trial_output_dir
 
 router = APIRouter(prefix="/api/v1/hyperparameterTuningJobs", tags=["training"])
@@ -126,10 +128,37 @@ def trial_logs(
     _: Annotated[Principal, Depends(require("tuning_jobs.logs"))],
     replica: Annotated[str, Query()] = "workerpool0-0",
 ) -> PlainTextResponse:
+    directory = _trial_dir(session, job_id, trial_id)
+    return PlainTextResponse(runs.read_replica_log(directory, replica))
+
+
+@router.get("/{job_id}/trials/{trial_id}/artifacts")
+def trial_artifacts(
+    job_id: str,
+    trial_id: str,
+    session: DbSession,
+    _: Annotated[Principal, Depends(require("tuning_jobs.get"))],
+) -> list[ArtifactFile]:
+    """Files the trial wrote under its AIP_* directories and metrics/."""
+    return list_artifacts(_trial_dir(session, job_id, trial_id))
+
+
+@router.get("/{job_id}/trials/{trial_id}/artifacts/{path:path}", response_class=FileResponse)
+def download_trial_artifact(
+    job_id: str,
+    trial_id: str,
+    path: str,
+    session: DbSession,
+    _: Annotated[Principal, Depends(require("tuning_jobs.get"))],
+) -> FileResponse:
+    found = artifact_file(_trial_dir(session, job_id, trial_id), path)
+    return FileResponse(found, filename=found.name)
+
+
+def _trial_dir(session: Session, job_id: str, trial_id: str) -> str:
     row = runs.get_run_row(session, service.KIND, job_id)
     service.get_trial_row(session, job_id, trial_id)
-    directory = trial_output_dir(row.spec["base_output_dir"], trial_id)
-    return PlainTextResponse(runs.read_replica_log(directory, replica))
+    return trial_output_dir(row.spec["base_output_dir"], trial_id)
 
 
 # ---- called by the study driver and the trials on the cluster ---------------------------------
