@@ -16,6 +16,9 @@
 | RAYDECK_ARTIFACT_STORE | $RAYDECK_HOME/artifacts | registry artifacts: path or fsspec URI |
 | RAYDECK_SECRET_KEY_FILE | $RAYDECK_HOME/secret.key | key encrypting stored connection secrets |
 | RAYDECK_WAREHOUSE_DIR | $RAYDECK_HOME/warehouse | where `duckdb` connections keep their files |
+| RAYDECK_MLFLOW_TRACKING_URI | (none) | MLflow server that jobs and trials are mirrored to |
+| RAYDECK_MLFLOW_TRACKING_TOKEN | (none) | bearer token sent to that server, if it wants one |
+| RAYDECK_MLFLOW_SYNC_INTERVAL | 5.0 | seconds between mirroring passes |
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ class Settings(BaseSettings):
     artifact_store: str | None = None
     secret_key_file: Path | None = None
     warehouse_dir: Path | None = None
+    mlflow_tracking_uri: str | None = None
+    mlflow_tracking_token: str | None = None
+    mlflow_sync_interval: float = 5.0
 
     @property
     def db_url(self) -> str:

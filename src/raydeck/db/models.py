@@ -26,6 +26,7 @@ __all__ = [
     "ConnectionRow",
     "EndpointRow",
     "JobRow",
+    "MlflowRunRow",
     "ModelAliasRow",
     "ModelRow",
     "ModelVersionRow",
@@ -283,6 +284,27 @@ class TrainingMetricRow(Base):
     step: Mapped[int | None] = mapped_column(default=None)
     value: Mapped[float] = mapped_column(Float)
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MlflowRunRow(Base):
+    """How far a custom job or trial (``run_id``) has been mirrored to the MLflow tracking
+    server: its MLflow run once created (never created twice), the last metric point sent,
+    the last state sent, and the retry schedule after a failure."""
+
+    __tablename__ = "mlflow_runs"
+
+    run_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "custom" or "trial"
+    experiment_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    params_logged: Mapped[bool] = mapped_column(default=False)
+    last_metric_id: Mapped[int] = mapped_column(default=0)
+    mirrored_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    closed: Mapped[bool] = mapped_column(default=False, index=True)  # ended and all sent
+    failures: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class TrainingPipelineRow(Base):

@@ -17,6 +17,7 @@ from raydeck.server.reconcilers.batch_predictions import BatchPredictionReconcil
 from raydeck.server.reconcilers.clusters import ClusterReconciler
 from raydeck.server.reconcilers.endpoints import EndpointReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
+from raydeck.server.reconcilers.mlflow_mirror import MlflowMirrorReconciler
 from raydeck.server.reconcilers.training import TrainingReconciler
 from raydeck.server.reconcilers.training_pipelines import PipelineReconciler
 from raydeck.server.routers import (
@@ -76,6 +77,8 @@ def create_app(
                 TrainingReconciler(state).loop,
                 PipelineReconciler(state).loop,
             ]
+            if settings.mlflow_tracking_uri:  # experiment tracking, opt-in
+                loops.append(MlflowMirrorReconciler(state, settings.mlflow_tracking_uri).loop)
             for loop in loops:
                 loop.start()
         try:
