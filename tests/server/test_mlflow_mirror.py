@@ -189,6 +189,8 @@ def test_an_unreachable_mlflow_never_breaks_a_job_and_is_retried_later(dev: Api)
     assert dev.sdk().custom_jobs.get(job_id).state is TrainingState.QUEUED
     assert [p.value for p in dev.sdk().custom_jobs.metrics(job_id)] == [1.0]
     assert dev.sdk().custom_jobs.cancel(job_id).state is TrainingState.CANCELLED
+    dev.sdk().custom_jobs.delete(job_id)  # its mirroring record goes with it
+    assert _mirror_row(dev, job_id) is None
 
 
 def test_the_mirror_starts_only_when_a_tracking_uri_is_set(

@@ -1,5 +1,6 @@
 """Artifacts of custom jobs and trials in-process: what is listed (with sizes), downloads over
-REST, SDK and CLI, and paths that try to leave the artifact directories."""
+REST, SDK and CLI, and paths that try to leave the artifact directories; metric series in
+the CLI."""
 
 from __future__ import annotations
 
@@ -211,6 +212,30 @@ def cli(
         return Run(code, captured.out, captured.err)
 
     return run
+
+
+def test_cli_shows_metric_series_of_jobs_and_trials(cli: Callable[..., Run], dev: Api) -> None:
+    job = _custom_job(dev)
+    points = [{"metric": "loss", "value": 1 / (s + 1), "step": s} for s in range(3)]
+    points.append({"metric": "acc", "value": 0.25})
+    report = f"{JOBS}/{job['id']}/metrics:report"
+    assert dev.http.post(report, json={"points": points}, headers=dev.headers()).status_code == 200
+    table = cli("custom-jobs", "metrics", job["id"])
+    assert table.code == 0, table.err
+    lines = [line for line in table.out.splitlines() if "loss" in line]
+    assert len(lines) == 3 and "0.333333" in lines[2] and " 2 " in lines[2]
+    only = json.loads(cli("custom-jobs", "metrics", job["id"], "-m", "acc", "-o", "json").out)
+    assert [(p["metric"], p["step"], p["value"]) for p in only] == [("acc", None, 0.25)]
+
+    job_id, (trial,) = _running_study_with_trials(dev, 1)
+    trial_points = {"points": [{"metric": "acc", "value": 0.5, "step": 4}]}
+    url = f"{HPT}/{job_id}/trials/{trial['id']}:report"
+    assert dev.http.post(url, json=trial_points, headers=dev.headers()).status_code == 200
+    series = json.loads(cli("hpt", "metrics", job_id, trial["id"], "-o", "json").out)
+    assert [(p["step"], p["value"]) for p in series] == [(4, 0.5)]
+    assert "0.5" in cli("hpt", "metrics", job_id, trial["id"]).out
+    missing = cli("custom-jobs", "metrics", "cj-nope")
+    assert missing.code != 0 and "cj-nope" in missing.err and "Traceback" not in missing.err
 
 
 def test_cli_lists_and_downloads_artifacts(

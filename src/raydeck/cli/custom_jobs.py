@@ -1,4 +1,4 @@
-"""raydeck custom-jobs create|get|list|cancel|delete|logs|artifacts"""
+"""raydeck custom-jobs create|get|list|cancel|delete|logs|metrics|artifacts"""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from raydeck.cli.output import console, print_json, print_table, wait_with_progress
-from raydeck.cli.run_artifacts import Dest, Download, show_or_download
 from raydeck.cli.specs import parse_pairs
+from raydeck.cli.tracking import Dest, Download, show_metrics, show_or_download
 from raydeck.client import RaydeckClient
 from raydeck.core.errors import NotFoundError
 from raydeck.core.models.training import (
@@ -289,6 +289,18 @@ def logs(
             lambda: client.custom_jobs.logs(job_id, replica),
             lambda: client.custom_jobs.get(job_id).state in TERMINAL_TRAINING_STATES,
         )
+
+
+@app.command("metrics")
+def metrics(
+    job_id: str,
+    metric: Annotated[str | None, typer.Option("--metric", "-m", help="Only this metric.")] = None,
+    output: Output = "table",
+) -> None:
+    """The job's metric series: every point it reported, with its step."""
+    with RaydeckClient() as client:
+        points = client.custom_jobs.metrics(job_id, metric)
+    show_metrics(f"metrics of {job_id}", points, output)
 
 
 @app.command("artifacts")

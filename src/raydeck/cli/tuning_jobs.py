@@ -1,4 +1,4 @@
-"""raydeck hpt create|get|list|trials|artifacts|cancel|delete
+"""raydeck hpt create|get|list|trials|metrics|artifacts|cancel|delete
 
 A study is a YAML/JSON file holding a hyperparameter tuning job (``study_spec``,
 ``trial_job_spec``, ``max_trial_count``, ...); flags override its cluster, budget and name.
@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from raydeck.cli.output import console, print_json, print_table, wait_with_progress
-from raydeck.cli.run_artifacts import Dest, Download, show_or_download
 from raydeck.cli.specs import load_spec_file
+from raydeck.cli.tracking import Dest, Download, show_metrics, show_or_download
 from raydeck.client import RaydeckClient
 from raydeck.core.models.training import TERMINAL_TRAINING_STATES, TrainingState
 from raydeck.core.models.tuning import (
@@ -193,6 +193,19 @@ def delete(job_id: str) -> None:
     with RaydeckClient() as client:
         job = client.tuning_jobs.delete(job_id)
     console.print(f"tuning job {job.id} deleted", highlight=False)
+
+
+@app.command("metrics")
+def metrics(
+    job_id: str,
+    trial_id: str,
+    metric: Annotated[str | None, typer.Option("--metric", "-m", help="Only this metric.")] = None,
+    output: Output = "table",
+) -> None:
+    """A trial's metric series: every point it reported, with its step."""
+    with RaydeckClient() as client:
+        points = client.tuning_jobs.trial_metrics(job_id, trial_id, metric)
+    show_metrics(f"metrics of {trial_id}", points, output)
 
 
 @app.command("artifacts")

@@ -18,7 +18,13 @@ from raydeck.core.models.training import (
     MetricPoint,
     TrainingState,
 )
-from raydeck.db.models import ClusterRow, TrainingJobRow, TrainingMetricRow, utcnow
+from raydeck.db.models import (
+    ClusterRow,
+    MlflowRunRow,
+    TrainingJobRow,
+    TrainingMetricRow,
+    utcnow,
+)
 from raydeck.server.services import clusters as cluster_service
 from raydeck.server.services.job_tokens import redact_text, revoke_job_token
 from raydeck.server.services.paging import fetch_page
@@ -183,7 +189,9 @@ def delete_run(session: Session, row: TrainingJobRow) -> None:
 
 
 def delete_run_metrics(session: Session, run_id: str) -> None:
+    """Its metric points and its MLflow mirroring record (the MLflow run itself stays)."""
     session.execute(delete(TrainingMetricRow).where(TrainingMetricRow.run_id == run_id))
+    session.execute(delete(MlflowRunRow).where(MlflowRunRow.run_id == run_id))
 
 
 def read_replica_log(output_dir: str, replica: str) -> str:

@@ -1,5 +1,5 @@
-"""What ``raydeck custom-jobs artifacts`` and ``raydeck hpt artifacts`` share: list a run's
-files, or download some of them (a file, or every file under a directory) keeping their paths."""
+"""What ``raydeck custom-jobs`` and ``raydeck hpt`` share to look at a run (a job or a trial):
+its metric series, and its files (listed, or downloaded keeping their paths)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import typer
 
 from raydeck.cli.output import console, print_json, print_table
 from raydeck.core.errors import NotFoundError
-from raydeck.core.models.training import ArtifactFile
+from raydeck.core.models.training import ArtifactFile, MetricPoint
 
-__all__ = ["Dest", "Download", "show_or_download"]
+__all__ = ["Dest", "Download", "show_metrics", "show_or_download"]
 
 Download = Annotated[
     list[str] | None,
@@ -70,3 +70,20 @@ def show_or_download(
         total += item.size
         console.print(f"{saved}  {_size(item.size)}", highlight=False)
     console.print(f"{len(chosen)} file(s), {_size(total)} saved under {dest}", highlight=False)
+
+
+def show_metrics(title: str, points: Sequence[MetricPoint], output: str) -> None:
+    """Every stored point, in the order reported."""
+    if output == "json":
+        print_json(list(points))
+        return
+    rows = [
+        (
+            p.metric,
+            "" if p.step is None else p.step,
+            f"{p.value:.6g}",
+            p.time.strftime("%Y-%m-%d %H:%M:%S") if p.time else "",
+        )
+        for p in points
+    ]
+    print_table(title, ["metric", "step", "value", "time"], rows)
