@@ -84,6 +84,22 @@ def _set_state(api: Api, job_id: str, state: TrainingState, reason: str | None =
             row.state, row.start_time = state.value, row.start_time or utcnow()
 
 
+def _broken_job(api: Api) -> str:
+    """A row no current version would store (its job spec is unreadable)."""
+    with api.app.state.raydeck.db.session() as session:
+        session.add(
+            TrainingJobRow(
+                id="cj-broken",
+                kind="custom",
+                display_name="broken",
+                state="SUCCEEDED",
+                spec={"job_spec": {"worker_pool_specs": []}, "base_output_dir": "/nowhere"},
+                labels={},
+            )
+        )
+    return "cj-broken"
+
+
 def _mirror_row(api: Api, run_id: str) -> MlflowRunRow | None:
     with api.app.state.raydeck.db.session() as session:
         row = session.get(MlflowRunRow, run_id)
@@ -175,8 +191,12 @@ def test_an_unreachable_mlflow_never_breaks_a_job_and_is_retried_later(dev: Api)
     mirror = MlflowMirror(dev.app.state.raydeck.db, closed)
     job_id = _create_job(dev, "offline")
     _report(dev, f"{JOBS}/{job_id}/metrics:report", [{"metric": "loss", "value": 1.0}])
+    broken = _broken_job(dev)
 
     assert mirror.sync_due() == 0
+    unreadable = _mirror_row(dev, broken)  # recorded and retried later, never raised
+    assert unreadable is not None and unreadable.failures == 1
+    assert unreadable.last_error is not None and "worker_pool_specs" in unreadable.last_error
     row = _mirror_row(dev, job_id)
     assert row is not None and row.failures == 1 and row.mlflow_run_id is None
     assert row.last_error is not None and "cannot reach MLflow" in row.last_error
@@ -232,9 +252,12 @@ def test_custom_jobs_and_trials_become_mlflow_runs_once(dev: Api, mlflow_url: st
     db = dev.app.state.raydeck.db
     mirror = MlflowMirror(db, mlflow_url)
 
-    # a custom job: queued, then running with a metric series
+    # a custom job: queued, then running with a metric series (a broken row stops nothing)
+    broken = _broken_job(dev)
     job_id = _create_job(dev, "mirror-demo")
     mirror.sync_due()
+    broken_row = _mirror_row(dev, broken)
+    assert broken_row is not None and broken_row.failures == 1 and not mlflow.runs("broken")
     run = mlflow.run_of("mirror-demo", job_id)
     assert run["info"]["status"] == "SCHEDULED" and run["info"]["run_name"] == job_id
     _set_state(dev, job_id, TrainingState.RUNNING)

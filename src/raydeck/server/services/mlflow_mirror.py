@@ -19,8 +19,10 @@ import math
 import re
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -36,11 +38,7 @@ from raydeck.db.models import (
     utcnow,
 )
 from raydeck.db.session import Database
-from raydeck.server.services.mlflow_rest import (
-    MlflowError,
-    MlflowRestClient,
-    MlflowUnavailableError,
-)
+from raydeck.server.services.mlflow_rest import MlflowRestClient, MlflowUnavailableError
 
 __all__ = ["MlflowMirror", "RunSnapshot", "backoff_seconds"]
 
@@ -244,6 +242,7 @@ class MlflowMirror:
         self._experiments: dict[str, str] = {}
         self._paused_until = 0.0  # monotonic: MLflow was unreachable, wait before trying again
         self._unavailable = 0
+        self._failures: list[tuple[RunSnapshot, Exception]] = []
 
     def _due(self, session: Session, now: datetime) -> list[RunSnapshot]:
         pending = or_(
@@ -270,19 +269,40 @@ class MlflowMirror:
         ).all()
         found: list[RunSnapshot] = []
         for job, mirror in jobs:
-            found.append(_custom_snapshot(job))
-            found[-1].mirror = _mirror_columns(mirror)
+            self._snapshot(found, job.id, "custom", mirror, partial(_custom_snapshot, job))
         for trial, job, mirror in trials:
-            found.append(_trial_snapshot(trial, job))
-            found[-1].mirror = _mirror_columns(mirror)
+            self._snapshot(found, trial.id, "trial", mirror, partial(_trial_snapshot, trial, job))
         return found
+
+    def _snapshot(
+        self,
+        found: list[RunSnapshot],
+        run_id: str,
+        kind: str,
+        mirror: MlflowRunRow | None,
+        make: Callable[[], RunSnapshot],
+    ) -> None:
+        """A run that cannot be described (say, a spec an older version stored) is retried
+        later like a failed request, instead of failing every pass."""
+        try:
+            snapshot = make()
+        except Exception as exc:
+            snapshot = RunSnapshot(run_id, kind, "", "", "", None, 0, None, {}, {})
+            snapshot.mirror = _mirror_columns(mirror)
+            self._failures.append((snapshot, exc))
+            return
+        snapshot.mirror = _mirror_columns(mirror)
+        found.append(snapshot)
 
     def sync_due(self) -> int:
         """One pass; returns how many runs it brought up to date."""
         if time.monotonic() < self._paused_until:
             return 0
+        self._failures = []
         with self.db.session() as session:
             due = self._due(session, utcnow())
+        for broken, error in self._failures:
+            self._failed(broken, error)
         if not due:
             return 0
         done = 0
@@ -298,7 +318,7 @@ class MlflowMirror:
                     self._unavailable += 1
                     self._paused_until = time.monotonic() + backoff_seconds(self._unavailable)
                     return done
-                except MlflowError as exc:
+                except Exception as exc:  # this run only: the others still get their turn
                     self._failed(snapshot, exc)
                     self._experiments.pop(snapshot.experiment, None)
                 else:
@@ -315,7 +335,7 @@ class MlflowMirror:
             for name, value in columns.items():
                 setattr(row, name, value)
 
-    def _failed(self, snapshot: RunSnapshot, error: MlflowError) -> None:
+    def _failed(self, snapshot: RunSnapshot, error: Exception) -> None:
         failures = int(snapshot.mirror.get("failures") or 0) + 1
         delay = backoff_seconds(failures)
         log.warning(
