@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from raydeck.core.errors import UnavailableError
 
@@ -21,6 +22,8 @@ __all__ = [
     "ClusterEndpoints",
     "ClusterObservation",
     "ClusterSpec",
+    "LogFileSource",
+    "NodeLogFile",
     "NodeObservation",
     "PoolSpec",
 ]
@@ -76,6 +79,21 @@ class ClusterObservation:
 
     def alive_replicas(self, pool: str) -> int:
         return sum(1 for n in self.nodes if n.pool == pool and n.alive)
+
+
+@dataclass(frozen=True)
+class NodeLogFile:
+    node: str  # "head" or "<pool>-<n>"
+    path: Path
+    relative: str  # path under the node's log dir, e.g. "raylet.out" or "serve/replica_x.log"
+
+
+class LogFileSource(ABC):
+    """Capability: the backend can list the Ray log files of a cluster's nodes on this host."""
+
+    @abstractmethod
+    def log_files(self, spec: ClusterSpec) -> list[NodeLogFile]:
+        """Log files that exist now (may be empty); never starts or stops anything."""
 
 
 class ClusterBackend(ABC):

@@ -22,7 +22,8 @@ def create(
     with RaydeckClient() as client:
         token = client.tokens.create(name, role=role, expires_in_days=expires_in_days)
     console.print(
-        f"token {token.name} ({token.role.value}) created; copy it now, it is shown once:"
+        f"token {token.name} ({token.role or token.account}) created; "
+        "copy it now, it is shown once:"
     )
     console.print(token.secret, highlight=False, soft_wrap=True)
 
@@ -35,7 +36,8 @@ def list_tokens() -> None:
     rows = [
         (
             t.name,
-            t.role.value,
+            t.account or "",
+            t.role or "",
             t.prefix + "…",
             t.created_at.strftime("%Y-%m-%d %H:%M"),
             t.expires_at or "",
@@ -43,7 +45,9 @@ def list_tokens() -> None:
         )
         for t in page.items
     ]
-    print_table("tokens", ["name", "role", "prefix", "created", "expires", "status"], rows)
+    print_table(
+        "tokens", ["name", "account", "role", "prefix", "created", "expires", "status"], rows
+    )
 
 
 @app.command("revoke")

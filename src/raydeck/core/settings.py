@@ -14,6 +14,11 @@
 | RAYDECK_AUTOSCALE_IDLE_SECONDS | 60 | idle time before an autoscaled replica is removed |
 | RAYDECK_AUTOSCALE_INTERVAL | 2.0 | seconds between autoscaler passes |
 | RAYDECK_ARTIFACT_STORE | $RAYDECK_HOME/artifacts | registry artifacts: path or fsspec URI |
+| RAYDECK_PRICE_CATALOG | built-in default | YAML price catalog (format: services/pricing.py) |
+| RAYDECK_BILLING_INTERVAL | 10.0 | seconds between cost accrual / budget passes |
+| RAYDECK_LOG_COLLECT_INTERVAL | 2.0 | seconds between log collector passes |
+| RAYDECK_LOG_RETENTION_DAYS | 7 | collected log records older than this are deleted |
+| RAYDECK_LOG_RETENTION_MAX_BYTES | 268435456 | oldest log records go first above this much text |
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ class Settings(BaseSettings):
     autoscale_idle_seconds: float = 60.0
     default_backend: str = "local"
     artifact_store: str | None = None
+    price_catalog: Path | None = None
+    billing_interval: float = 10.0
+    log_collect_interval: float = 2.0
+    log_retention_days: float = 7.0
+    log_retention_max_bytes: int = 256 * 1024**2
 
     @property
     def db_url(self) -> str:
