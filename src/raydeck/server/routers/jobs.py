@@ -21,22 +21,27 @@ async def submit_job(
     cluster: str,
     body: JobSubmit,
     state: State,
-    _: Annotated[Principal, Depends(require("jobs.submit"))],
+    caller: Annotated[Principal, Depends(require("jobs.submit"))],
 ) -> Job:
-    return await service.submit_job(state, cluster, body)
+    return await service.submit_job(state, cluster, body, caller.project)
 
 
 @router.get("/jobs")
 def list_jobs(
     session: DbSession,
-    _: Annotated[Principal, Depends(require("jobs.list"))],
+    caller: Annotated[Principal, Depends(require("jobs.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
     cluster: Annotated[str | None, Query()] = None,
     state: Annotated[JobState | None, Query()] = None,
 ) -> Page[Job]:
     return service.list_jobs(
-        session, page_size=page_size, page_token=page_token, cluster=cluster, state=state
+        session,
+        page_size=page_size,
+        page_token=page_token,
+        cluster=cluster,
+        state=state,
+        project=caller.project,
     )
 
 

@@ -22,6 +22,7 @@ from raydeck.core.ids import new_id
 from raydeck.core.models import Job, JobState, JobSubmit, Page
 from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.db.models import ClusterRow, JobRow
+from raydeck.server.services.budgets import check_budget_allows
 from raydeck.server.services.clusters import ACTIVE_STATES, get_cluster_row
 from raydeck.server.services.paging import fetch_page
 from raydeck.server.state import ServerState
@@ -49,6 +50,7 @@ class ClusterTarget:
     name: str
     dashboard_url: str
     ray_auth_token: str
+    project: str = "default"
 
     def client(self) -> RayDashboardClient:
         return RayDashboardClient(self.dashboard_url, self.ray_auth_token)
@@ -77,12 +79,12 @@ def _target_from_row(row: ClusterRow) -> ClusterTarget:
         raise FailedPreconditionError(
             f"cluster {row.name!r} is {row.state}; it must be RUNNING", field="cluster"
         )
-    return ClusterTarget(row.id, row.name, row.dashboard_url, row.ray_auth_token)
+    return ClusterTarget(row.id, row.name, row.dashboard_url, row.ray_auth_token, row.project)
 
 
-def cluster_target(state: ServerState, cluster: str) -> ClusterTarget:
+def cluster_target(state: ServerState, cluster: str, project: str = "default") -> ClusterTarget:
     with state.db.session() as session:
-        return _target_from_row(get_cluster_row(session, cluster))
+        return _target_from_row(get_cluster_row(session, cluster, project))
 
 
 def record_submission(
@@ -92,6 +94,7 @@ def record_submission(
     with state.db.session() as session:
         row = JobRow(
             id=new_id("job"),
+            project=target.project,
             cluster_id=target.cluster_id,
             cluster_name=target.name,
             submission_id=submission_id,
@@ -126,8 +129,16 @@ def _submission_taken(state: ServerState, cluster_id: str, submission_id: str) -
         )
 
 
-async def submit_job(state: ServerState, cluster: str, request: JobSubmit) -> Job:
-    target = await asyncio.to_thread(cluster_target, state, cluster)
+def _check_budget(state: ServerState, project: str) -> None:
+    with state.db.session() as session:
+        check_budget_allows(session, project, "submitting jobs")
+
+
+async def submit_job(
+    state: ServerState, cluster: str, request: JobSubmit, project: str = "default"
+) -> Job:
+    await asyncio.to_thread(_check_budget, state, project)
+    target = await asyncio.to_thread(cluster_target, state, cluster, project)
     submission_id = request.submission_id or f"raydeck-{secrets.token_hex(8)}"
     if await asyncio.to_thread(_submission_taken, state, target.cluster_id, submission_id):
         raise AlreadyExistsError(
@@ -200,8 +211,11 @@ def list_jobs(
     page_token: str | None,
     cluster: str | None = None,
     state: JobState | None = None,
+    project: str | None = None,
 ) -> Page[Job]:
     query = select(JobRow)
+    if project is not None:
+        query = query.where(JobRow.project == project)
     if cluster is not None:
         query = query.where(JobRow.cluster_name == cluster)
     if state is not None:
