@@ -7,7 +7,19 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from raydeck.cli import batch_predictions, clusters, endpoints, jobs, models, server, tokens
+from raydeck.cli import (
+    access,
+    batch_predictions,
+    billing,
+    clusters,
+    endpoints,
+    jobs,
+    logs,
+    models,
+    server,
+    tokens,
+    top,
+)
 from raydeck.cli.output import err_console
 from raydeck.core.errors import RaydeckError
 
@@ -26,6 +38,14 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(batch_predictions.app, name="batch-predict")
+app.add_typer(billing.app, name="billing")
+app.add_typer(access.projects, name="projects")
+app.add_typer(access.accounts, name="accounts")
+app.add_typer(access.roles, name="roles")
+app.add_typer(access.bindings, name="bindings")
+app.command("audit")(access.audit)
+app.command("logs")(logs.logs)
+app.command("top")(top.top)
 app.command("server")(server.serve)
 
 

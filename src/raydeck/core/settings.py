@@ -8,6 +8,7 @@
 | RAYDECK_PUBLIC_URL | http://$RAYDECK_HOST:$RAYDECK_PORT | how clusters reach the server back |
 | RAYDECK_SERVER | from $RAYDECK_HOME/server.json | base URL clients talk to |
 | RAYDECK_TOKEN | from $RAYDECK_HOME/credentials | bearer token clients send |
+| RAYDECK_PROJECT | default | project clients act in (X-Raydeck-Project header) |
 | RAYDECK_RAY_BIND_HOST | 127.0.0.1 | interface Ray's own ports bind to |
 | RAYDECK_PORT_RANGE_START | 30000 | first port handed to local Ray nodes |
 | RAYDECK_RECONCILE_INTERVAL | 1.0 | seconds between reconciler passes |
@@ -42,6 +43,7 @@ class Settings(BaseSettings):
     server: str | None = None
     public_url: str | None = None
     token: str | None = None
+    project: str | None = None
     ray_bind_host: str = "127.0.0.1"
     port_range_start: int = 30000
     port_range_end: int = 60000
