@@ -14,7 +14,7 @@ from raydeck.core.settings import Settings, get_settings
 from raydeck.db.models import utcnow
 from raydeck.db.session import Database
 from raydeck.server.audit import AuditMiddleware
-from raydeck.server.errors import install_error_handlers
+from raydeck.server.errors import ERROR_RESPONSES, install_error_handlers
 from raydeck.server.metrics import MetricsMiddleware
 from raydeck.server.reconcilers.autoscaler import Autoscaler
 from raydeck.server.reconcilers.batch_predictions import BatchPredictionReconciler
@@ -114,7 +114,7 @@ def create_app(
         endpoints,
         batch_predictions,
     ):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     # Outermost first: metrics see the audit's time too; audit sees the final status.
     app.add_middleware(AuditMiddleware, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
