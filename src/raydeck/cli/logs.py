@@ -72,5 +72,5 @@ def logs(
             ended = ended + 1 if done else 0
             return ended > _DRAIN_POLLS
 
-        for entry in client.logs.follow(resource, poll=poll, until=job_ended, **filters):
+        for entry in client.logs.follow(resource, poll=poll, stop_when=job_ended, **filters):
             _print(entry)

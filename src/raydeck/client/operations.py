@@ -73,10 +73,11 @@ class LogApi:
         resource: str | None = None,
         *,
         poll: float = 1.0,
-        until: Callable[[], bool] | None = None,
+        stop_when: Callable[[], bool] | None = None,
         **filters: Any,
     ) -> Iterator[LogEntry]:
-        """Every matching record, then new ones as they are collected, until ``until()``."""
+        """Every matching record, then new ones as they are collected, until ``stop_when()``
+        is true after a poll that found nothing new (``filters`` as for ``query``)."""
         after: int | None = filters.pop("after", None)
         while True:
             page = self.query(resource, after=after, page_size=1000, **filters)
@@ -85,7 +86,7 @@ class LogApi:
                 after = page.items[-1].id
             if page.next_page_token:
                 continue
-            if until is not None and until():
+            if stop_when is not None and stop_when():
                 return
             time.sleep(poll)
 
