@@ -8,9 +8,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from raydeck.client import RaydeckClient
-from raydeck.core.errors import ResourceExhaustedError
+from raydeck.core.errors import ResourceExhaustedError, UnavailableError
 from raydeck.core.models import ClusterCreate, JobState
 from raydeck.core.models.operations import BudgetUpdate
 from tests.cli.test_cli import raydeck
@@ -71,6 +72,21 @@ def test_job_output_is_found_by_log_query(
     assert MARKER in followed.stdout and "boom" in followed.stdout
     # The head's Ray daemon logs are collected as the cluster's.
     assert _wait_for(lambda: ops_client.logs.query("cluster/ops", page_size=5).items, "raylet")
+
+
+def test_ray_metrics_are_reachable_per_cluster(ops_client: RaydeckClient) -> None:
+    api = ops_client._api
+    [target] = api.request("GET", "/api/v1/clusters/ops/rayMetrics")
+    assert target["labels"]["node"] == "head" and target["labels"]["raydeck_project"] == PROJECT
+
+    def ray_families() -> set[str]:
+        try:
+            text = api.request("GET", "/api/v1/clusters/ops/rayMetrics/head")
+        except UnavailableError:
+            return set()
+        return {f.name for f in text_string_to_metric_families(text) if f.name.startswith("ray_")}
+
+    assert _wait_for(ray_families, "Ray's own metrics on the head")
 
 
 def test_budget_breach_stops_the_running_job_and_refuses_a_cluster(

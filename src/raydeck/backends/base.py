@@ -23,6 +23,8 @@ __all__ = [
     "ClusterObservation",
     "ClusterSpec",
     "LogFileSource",
+    "MetricsSource",
+    "MetricsTarget",
     "NodeLogFile",
     "NodeObservation",
     "PoolSpec",
@@ -94,6 +96,21 @@ class LogFileSource(ABC):
     @abstractmethod
     def log_files(self, spec: ClusterSpec) -> list[NodeLogFile]:
         """Log files that exist now (may be empty); never starts or stops anything."""
+
+
+@dataclass(frozen=True)
+class MetricsTarget:
+    node: str
+    pool: str
+    address: str  # host:port serving Ray's Prometheus metrics of that node at /metrics
+
+
+class MetricsSource(ABC):
+    """Capability: the backend knows where each node exports Ray's own Prometheus metrics."""
+
+    @abstractmethod
+    def metrics_targets(self, spec: ClusterSpec) -> list[MetricsTarget]:
+        """Targets of the nodes that exist now; never starts or stops anything."""
 
 
 class ClusterBackend(ABC):

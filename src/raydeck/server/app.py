@@ -26,6 +26,7 @@ from raydeck.server.reconcilers.logs import LogCollector
 from raydeck.server.routers import (
     access,
     batch_predictions,
+    cluster_metrics,
     clusters,
     endpoints,
     health,
@@ -108,6 +109,7 @@ def create_app(
         access,
         operations,
         clusters,
+        cluster_metrics,
         jobs,
         ray_proxy,
         models,

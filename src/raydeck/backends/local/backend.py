@@ -19,6 +19,8 @@ from raydeck.backends.base import (
     ClusterObservation,
     ClusterSpec,
     LogFileSource,
+    MetricsSource,
+    MetricsTarget,
     NodeLogFile,
     NodeObservation,
     PoolSpec,
@@ -61,7 +63,7 @@ _REGISTER_WAIT_SECONDS = 60.0
 _COLLECTED_LOGS = ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err")
 
 
-class LocalClusterBackend(ClusterBackend, LogFileSource):
+class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
     """One head plus one worker raylet per replica, each with its own ports and temp dir."""
 
     kind = "local"
@@ -141,6 +143,21 @@ class LocalClusterBackend(ClusterBackend, LogFileSource):
                 if path.is_file()
             ]
         return found
+
+    # -- MetricsSource ----------------------------------------------------------------------
+
+    def metrics_targets(self, spec: ClusterSpec) -> list[MetricsTarget]:
+        state = self._store.load(spec.cluster_id)
+        if state is None:
+            return []
+        return [
+            MetricsTarget(
+                record.name,
+                record.pool,
+                host_port(record.node_ip or self._bind_host, record.ports.metrics_export),
+            )
+            for record in sorted(state.nodes.values(), key=node_order)
+        ]
 
     # -- apply ----------------------------------------------------------------------------
 
