@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from raydeck.core.models import ClusterState, JobState
 from raydeck.core.models.operations import BillingDimension, PriceCatalog, UnitPrices
-from raydeck.db.models import ClusterRow, CostMeterRow, JobRow
+from raydeck.db.models import ClusterRow, CostMeterRow, EndpointRow, JobRow
 from raydeck.server.services import billing
 from tests.conftest import Api
 
@@ -208,6 +208,41 @@ def test_interval_cost_is_split_between_running_jobs_and_endpoints(static_api: A
     assert amounts == pytest.approx({"job-a": 0.75 + 0.5, "job-b": 0.75})
 
 
+def _add_endpoint(
+    api: Api, project: str, cluster: str, *, min_replicas: int, max_replicas: int
+) -> None:
+    """An endpoint row as the API stores one after a deploy (no Serve here: in-memory backend)."""
+    with api.app.state.raydeck.db.session() as session:
+        cluster_row = session.scalar(select(ClusterRow).where(ClusterRow.name == cluster))
+        assert cluster_row is not None
+        model = {
+            "id": "dm-1",
+            "display_name": "m",
+            "model": "m",
+            "model_id": "mod-1",
+            "model_version_id": "mv-1",
+            "version_id": "1",
+            "framework": "sklearn",
+            "artifact_uri": "/nowhere",
+            "min_replica_count": min_replicas,
+            "max_replica_count": max_replicas,
+            "num_cpus": 1,
+            "num_gpus": 0,
+            "created_at": "2026-01-01T00:00:00+00:00",
+        }
+        session.add(
+            EndpointRow(
+                id="ep-1",
+                project=project,
+                name="scorer",
+                cluster_id=cluster_row.id,
+                cluster_name=cluster,
+                state="READY",
+                spec={"deployed_models": [model], "traffic_split": {"dm-1": 100}},
+            )
+        )
+
+
 class _Webhook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
 
@@ -259,6 +294,7 @@ def test_budget_alert_and_hard_limit(
 
     assert _create(api, "spender", replicas=2, project="team").status_code == 201
     wait_until(lambda: _observed(api, "spender", 3, clock.now, "team"), "metering")
+    _add_endpoint(api, "team", "spender", min_replicas=1, max_replicas=3)
     clock.advance(1200)  # 22/h × 1/3 h = 7.33: over the alert, under the limit
     api.http.post("/api/v1/projects", json={"name": "wake1"}, headers=admin)
     wait_until(lambda: len(received) == 1, "the alert webhook")
@@ -274,6 +310,12 @@ def test_budget_alert_and_hard_limit(
     state = api.http.get("/api/v1/projects/team/budget", headers=team).json()
     assert state["exhausted_at"] is not None and state["spent"] == pytest.approx(22 * 2400 / 3600)
 
+    with api.app.state.raydeck.db.session() as session:
+        endpoint = session.scalar(select(EndpointRow).where(EndpointRow.name == "scorer"))
+        assert endpoint is not None
+        [model] = endpoint.spec["deployed_models"]
+        assert (model["min_replica_count"], model["max_replica_count"]) == (1, 1)
+
     refused = _create(api, "more", replicas=1, project="team")
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "resource_exhausted"
@@ -283,6 +325,8 @@ def test_budget_alert_and_hard_limit(
     actions = [(e["actor"], e["action"], e["project"]) for e in audit["items"]]
     assert ("system", "budgets.alert", "team") in actions
     assert ("system", "budgets.enforce", "team") in actions
+    enforced = next(e for e in audit["items"] if e["action"] == "budgets.enforce")
+    assert "endpoints scaled to minimum: scorer" in enforced["detail"]
     assert ("admin-t", "budgets.update", "team") in actions
     refused_audit = api.http.get(
         "/api/v1/audit", params={"action": "clusters.create"}, headers=admin
