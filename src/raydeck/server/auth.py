@@ -16,6 +16,7 @@ from fastapi import Depends, Header, Request
 from starlette.requests import HTTPConnection
 
 from raydeck.core.errors import (
+    FailedPreconditionError,
     InvalidArgumentError,
     PermissionDeniedError,
     UnauthenticatedError,
@@ -24,7 +25,12 @@ from raydeck.core.models import Caller
 from raydeck.core.models.common import NAME_PATTERN
 from raydeck.server.services import access
 from raydeck.server.services import tokens as token_service
-from raydeck.server.services.roles import GLOBAL_RESOURCES, role_allows
+from raydeck.server.services.roles import (
+    GLOBAL_RESOURCES,
+    PROJECT_SCOPED_RESOURCES,
+    SELF_RESOURCES,
+    role_allows,
+)
 from raydeck.server.state import ServerState, get_state
 
 __all__ = [
@@ -90,6 +96,12 @@ def authorize(request: HTTPConnection, state: ServerState, permission: str) -> P
             )
         if project != DEFAULT_PROJECT:
             access.get_project_row(session, project)
+            resource = permission.partition(".")[0]
+            if resource not in PROJECT_SCOPED_RESOURCES | GLOBAL_RESOURCES | SELF_RESOURCES:
+                raise FailedPreconditionError(
+                    f"{resource} live in the 'default' project only for now",
+                    field="project",
+                )
     return caller
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "apply_ray_info",
     "cluster_target",
     "delete_job",
+    "ensure_in_project",
     "follow_job_logs",
     "get_job",
     "get_job_logs",
@@ -185,6 +186,13 @@ def _load(state: ServerState, job_id: str) -> tuple[Job, ClusterTarget | None]:
         if cluster is not None and cluster.state in ACTIVE_STATES and cluster.dashboard_url:
             target = _target_from_row(cluster)
         return _to_model(row), target
+
+
+def ensure_in_project(state: ServerState, job_id: str, project: str) -> None:
+    """Jobs of other projects do not exist for the caller (404, not 403: no probing)."""
+    with state.db.session() as session:
+        if _job_row(session, job_id).project != project:
+            raise NotFoundError(f"job {job_id!r} not found", field="job")
 
 
 def _store_info(state: ServerState, job_id: str, info: RayJobInfo) -> Job:

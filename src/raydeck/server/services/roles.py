@@ -21,6 +21,7 @@ __all__ = [
     "ADMIN_WRITE_RESOURCES",
     "GLOBAL_RESOURCES",
     "NON_MUTATING_VERBS",
+    "PROJECT_SCOPED_RESOURCES",
     "READ_VERBS",
     "SELF_RESOURCES",
     "builtin_allows",
@@ -37,6 +38,10 @@ ADMIN_WRITE_RESOURCES = frozenset({"projects", "budgets"})
 GLOBAL_RESOURCES = ADMIN_ONLY_RESOURCES | {"projects"}
 # About the caller itself: any valid token may ask, with or without bindings.
 SELF_RESOURCES = frozenset({"tokens_self"})
+# Resources whose services keep rows per project. Any other resource (models, endpoints,
+# batch predictions, and new ones until their services take a project) lives in the default
+# project only: asking for it in another project is refused rather than leaking defaults.
+PROJECT_SCOPED_RESOURCES = frozenset({"clusters", "jobs", "logs", "billing", "budgets", "metrics"})
 
 
 def builtin_allows(role: Role, permission: str) -> bool:
