@@ -117,6 +117,15 @@ def test_cluster_log_files_are_collected_once_across_a_restart(tmp_path: Path) -
         first_two = _query(second, resource="cluster/lc", page_size=2)
         rest = _query(second, resource="cluster/lc", after=first_two[-1]["id"])
         assert [e["text"] for e in first_two + rest] == texts
+        # Rotated (truncated) file: read again from its start, then on from there.
+        raylet.write_text("[INFO] rotated\n")
+        wait_until(lambda: len(_query(second, resource="cluster/lc")) == 6, "the rotated line")
+        with raylet.open("a") as handle:
+            handle.write("[INFO] after rotation\n")
+        wait_until(lambda: len(_query(second, resource="cluster/lc")) == 7, "the next line")
+        time.sleep(0.3)
+        texts = [e["text"] for e in _query(second, resource="cluster/lc")]
+        assert texts[-2:] == ["[INFO] rotated", "[INFO] after rotation"] and len(texts) == 7
     finally:
         second.close()
 

@@ -80,25 +80,24 @@ class LogCollector:
                 kind, resource_id, name = LogResourceKind.ENDPOINT, endpoint_id, endpoint_name
                 project = endpoint_project
         with self.state.db.session() as session:
-            position = log_service.get_cursor(session, key)
-            chunk, consumed = _read_complete_lines(file.path, position)
-            if consumed is None:  # truncated or rotated: start over
-                position, (chunk, consumed) = 0, _read_complete_lines(file.path, 0)
+            stored = log_service.get_cursor(session, key)
+            chunk, consumed = _read_complete_lines(file.path, stored)
+            if consumed is None:  # truncated or rotated: the file starts over, so do we
+                chunk, consumed = _read_complete_lines(file.path, 0)
+            position = consumed if consumed is not None else 0
+            if position != stored:
+                log_service.set_cursor(session, key, position)
             if not chunk:
-                if consumed is not None and consumed != position:
-                    log_service.set_cursor(session, key, consumed)
                 return
             now = self.state.clock()
+            source = f"{file.node}/{file.relative}"
             count = log_service.store_lines(
                 session,
                 (
-                    log_service.LogLine(
-                        project, kind, resource_id, name, f"{file.node}/{file.relative}", now, line
-                    )
+                    log_service.LogLine(project, kind, resource_id, name, source, now, line)
                     for line in chunk.splitlines()
                 ),
             )
-            log_service.set_cursor(session, key, consumed or position)
         self.state.metrics.log_records.labels(kind.value).inc(count)
 
     # -- jobs through the Ray Jobs API ----------------------------------------------------
