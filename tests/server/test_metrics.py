@@ -79,3 +79,19 @@ def test_prediction_failures_are_counted_per_endpoint(api: Api) -> None:
     samples = _samples(api)
     assert _value(samples, "raydeck_endpoint_prediction_errors_total", endpoint="ep") == 2
     assert _value(samples, "raydeck_endpoint_predictions_total", endpoint="ep") == 2
+
+
+def test_services_can_add_state_metrics(static_api: Api) -> None:
+    """The hook other services (e.g. tuning trials) use to export their state."""
+    from prometheus_client.core import GaugeMetricFamily
+    from sqlalchemy import func, select
+
+    from raydeck.db.models import ClusterRow
+
+    def clusters_again(session):  # type: ignore[no-untyped-def]
+        family = GaugeMetricFamily("raydeck_test_rows", "rows", labels=["table"])
+        family.add_metric(["clusters"], session.scalar(select(func.count(ClusterRow.id))))
+        return [family]
+
+    static_api.app.state.raydeck.metrics.add_state_metrics(clusters_again)
+    assert _value(_samples(static_api), "raydeck_test_rows", table="clusters") == 0

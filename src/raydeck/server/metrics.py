@@ -8,13 +8,14 @@ after a restart and costs nothing between scrapes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from raydeck.db.models import (
@@ -26,7 +27,9 @@ from raydeck.db.models import (
 )
 from raydeck.db.session import Database
 
-__all__ = ["MetricsMiddleware", "ServerMetrics"]
+__all__ = ["MetricsMiddleware", "ServerMetrics", "StateMetrics"]
+
+StateMetrics = Callable[[Session], Iterable[Metric]]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -78,7 +81,13 @@ class ServerMetrics:
             ["resource_kind"],
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(db))
+        self.state_collector = _StateCollector(db)
+        self.registry.register(self.state_collector)
+
+    def add_state_metrics(self, collect: StateMetrics) -> None:
+        """Extra families read from the database at scrape time (e.g. tuning trials by
+        state, registered by the training service), next to the built-in ones."""
+        self.state_collector.extra.append(collect)
 
 
 class _StateCollector(Collector):
@@ -86,6 +95,7 @@ class _StateCollector(Collector):
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.extra: list[StateMetrics] = []
 
     def describe(self) -> list[Any]:
         return []  # collected on demand; nothing to describe ahead of time
@@ -175,8 +185,10 @@ class _StateCollector(Collector):
                 )
                 budget_spent.add_metric([budget.project], float(spent or 0.0))
                 budget_exhausted.add_metric([budget.project], 1 if budget.exhausted_at else 0)
+            extra = [family for collect in self.extra for family in collect(session)]
         yield from (clusters, nodes, jobs, endpoints, deployed, cost)
         yield from (budget_limit, budget_spent, budget_exhausted)
+        yield from extra
 
 
 class MetricsMiddleware:
