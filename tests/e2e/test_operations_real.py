@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from ray.job_submission import JobSubmissionClient
 
 from raydeck.client import RaydeckClient
 from raydeck.core.errors import ResourceExhaustedError, UnavailableError
@@ -90,7 +91,7 @@ def test_ray_metrics_are_reachable_per_cluster(ops_client: RaydeckClient) -> Non
 
 
 def test_budget_breach_stops_the_running_job_and_refuses_a_cluster(
-    ops_client: RaydeckClient,
+    live_server: LiveServer, ops_client: RaydeckClient
 ) -> None:
     job = ops_client.jobs.submit(
         "ops", "python -c \"import time\nwhile True: print('tick', flush=True); time.sleep(1)\""
@@ -110,6 +111,12 @@ def test_budget_breach_stops_the_running_job_and_refuses_a_cluster(
         ops_client.clusters.create(ClusterCreate.model_validate({"name": "another"}))
     with pytest.raises(ResourceExhaustedError):
         ops_client.jobs.submit("ops", "echo refused")
+    ray_jobs = JobSubmissionClient(
+        f"{live_server.url}/api/v1/clusters/ops/ray",
+        headers={"Authorization": f"Bearer {live_server.token}", "X-Raydeck-Project": PROJECT},
+    )
+    with pytest.raises(RuntimeError, match="budget limit"):
+        ray_jobs.submit_job(entrypoint="echo refused too")
     enforced = ops_client.access.audit(actor="system", action="budgets.enforce").items
     assert any(job.id in (e.detail or "") for e in enforced)
     report = ops_client.billing.report("job")

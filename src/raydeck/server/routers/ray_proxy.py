@@ -44,6 +44,8 @@ _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 async def ray_api_proxy(cluster: str, path: str, request: Request, state: State) -> Response:
     permission = "jobs.get" if request.method in _READ_METHODS else "jobs.submit"
     caller = await asyncio.to_thread(authorize, request, state, permission)
+    if request.method == "POST" and path.rstrip("/") == "api/jobs":
+        await asyncio.to_thread(job_service.check_budget, state, caller.project)
     target = await asyncio.to_thread(job_service.cluster_target, state, cluster, caller.project)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
     headers["authorization"] = f"Bearer {target.ray_auth_token}"

@@ -30,6 +30,7 @@ from raydeck.server.state import ServerState
 __all__ = [
     "ClusterTarget",
     "apply_ray_info",
+    "check_budget",
     "cluster_target",
     "delete_job",
     "ensure_in_project",
@@ -130,7 +131,8 @@ def _submission_taken(state: ServerState, cluster_id: str, submission_id: str) -
         )
 
 
-def _check_budget(state: ServerState, project: str) -> None:
+def check_budget(state: ServerState, project: str) -> None:
+    """New jobs are refused while the project's budget limit is reached."""
     with state.db.session() as session:
         check_budget_allows(session, project, "submitting jobs")
 
@@ -138,7 +140,7 @@ def _check_budget(state: ServerState, project: str) -> None:
 async def submit_job(
     state: ServerState, cluster: str, request: JobSubmit, project: str = "default"
 ) -> Job:
-    await asyncio.to_thread(_check_budget, state, project)
+    await asyncio.to_thread(check_budget, state, project)
     target = await asyncio.to_thread(cluster_target, state, cluster, project)
     submission_id = request.submission_id or f"raydeck-{secrets.token_hex(8)}"
     if await asyncio.to_thread(_submission_taken, state, target.cluster_id, submission_id):
