@@ -23,9 +23,10 @@ RAY = str(Path(sys.executable).with_name("ray"))
 class RawCluster:
     """Head + N workers with plain `ray start`, each node on its own ports, token auth on."""
 
-    def __init__(self, base_port: int, workers: int = 2) -> None:
+    def __init__(self, base_port: int, workers: int = 2, head_cpus: int = 1) -> None:
         self.base = base_port
         self.workers = workers
+        self.head_cpus = head_cpus
         self.token = secrets.token_hex(32)
         self.temp_dir = tempfile.mkdtemp(prefix="rawray-", dir="/tmp")
         self.marker = f"rawbench-{secrets.token_hex(4)}"
@@ -54,6 +55,11 @@ class RawCluster:
         return f"127.0.0.1:{self.base + 7}"
 
     @property
+    def serve_port(self) -> int:
+        """Free in every node's block: node ports are base+1..9, worker ports base+20..99."""
+        return self.base + 10
+
+    @property
     def dashboard(self) -> str:
         return f"http://127.0.0.1:{self.base + 8}"
 
@@ -74,7 +80,7 @@ class RawCluster:
                 f"--dashboard-port={self.base + 8}",
                 f"--ray-client-server-port={self.base + 9}",
                 f"--temp-dir={self.temp_dir}",
-                "--num-cpus=1",
+                f"--num-cpus={self.head_cpus}",
                 "--disable-usage-stats",
                 *self._node_ports(0),
             ]
@@ -90,7 +96,7 @@ class RawCluster:
             ]
             for i in range(1, self.workers + 1)
         ]
-        if worker_args:  # a head-only cluster (the jobs baseline) has none
+        if worker_args:  # at once, as Raydeck does, so the baseline is the fastest raw way
             with ThreadPoolExecutor(len(worker_args)) as pool:
                 list(pool.map(self._run, worker_args))
         return time.monotonic() - begin

@@ -16,14 +16,16 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured figure. ``target`` is a ratio bound (ratio ≤ target) unless ``absolute``."""
+    """One measured figure. ``target`` bounds the ratio (≤, or ≥ when ``higher_is_better``)
+    unless ``absolute``, when it bounds raydeck's own value."""
 
     name: str
     unit: str
     raydeck: float
     raw: float | None
     target: float
-    absolute: bool = False  # target bounds raydeck's value itself, not the ratio
+    absolute: bool = False
+    higher_is_better: bool = False  # throughputs: met when the ratio reaches the target
 
     @property
     def ratio(self) -> float | None:
@@ -32,11 +34,19 @@ class Figure:
     @property
     def met(self) -> bool:
         value = self.raydeck if self.absolute else self.ratio
-        return value is not None and value <= self.target
+        if value is None:
+            return False
+        return value >= self.target if self.higher_is_better else value <= self.target
+
+    @property
+    def bound(self) -> str:
+        sign = "≥" if self.higher_is_better else "≤"
+        return f"{sign} {self.target} {self.unit}" if self.absolute else f"{sign} {self.target}×"
 
     def as_json(self) -> dict[str, object]:
         data = asdict(self)
         data.pop("absolute")
+        data.pop("higher_is_better")
         data["ratio"] = None if self.ratio is None else round(self.ratio, 3)
         data["raydeck"] = round(self.raydeck, 4)
         data["raw"] = None if self.raw is None else round(self.raw, 4)
@@ -46,6 +56,8 @@ class Figure:
 
 
 def write_report(figures: list[Figure], path: Path = RESULTS) -> None:
+    """Print ``figures``; in the JSON file they replace entries of the same name, so running
+    one group keeps the other groups' last figures."""
     table = Table(title="Raydeck vs raw Ray (same run)", title_justify="left")
     for column in ("figure", "unit", "raydeck", "raw", "ratio", "target", "met"):
         table.add_column(column)
@@ -56,10 +68,15 @@ def write_report(figures: list[Figure], path: Path = RESULTS) -> None:
             f"{fig.raydeck:.3f}",
             "-" if fig.raw is None else f"{fig.raw:.3f}",
             "-" if fig.ratio is None else f"{fig.ratio:.2f}×",
-            f"≤ {fig.target} {fig.unit}" if fig.absolute else f"≤ {fig.target}×",
+            fig.bound,
             "[green]yes[/green]" if fig.met else "[red]no[/red]",
         )
     Console().print(table)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([f.as_json() for f in figures], indent=2) + "\n")
+    names = {f.name for f in figures}
+    try:
+        kept = [e for e in json.loads(path.read_text()) if e["name"] not in names]
+    except (OSError, ValueError, KeyError, TypeError):
+        kept = []
+    path.write_text(json.dumps(kept + [f.as_json() for f in figures], indent=2) + "\n")
     Console().print(f"wrote {path}")

@@ -1,22 +1,32 @@
 """``make bench``: Raydeck against raw Ray, measured in the same run on this machine.
 
-Figures (issue 3): cluster create→RUNNING vs raw `ray start` of the same processes; trivial
-job submit→SUCCEEDED vs the raw Ray Jobs API; API get/list p50/p99 with 1,000 jobs stored.
+Groups (``python -m benchmarks.run [group ...]``, all by default):
+- clusters: create→RUNNING vs raw `ray start` of the same processes;
+- jobs: trivial job submit→SUCCEEDED vs the raw Ray Jobs API;
+- api: get/list p50/p99 with 1,000 jobs stored;
+- serving: predict latency/throughput vs a hand-written Serve app, batching, deploy→READY;
+- batch: batch prediction rows/s vs a hand-written Ray Data map_batches job;
+- data: warehouse read/write rows/s vs hand-written Ray Data SQL and plain DuckDB
+  (benchmarks/data.py, on its own local Ray).
 Rounds alternate raw and Raydeck so background noise hits both alike.
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from benchmarks.data import bench_data
 from benchmarks.raw_ray import RawCluster
 from benchmarks.report import Figure, write_report
+from benchmarks.serving import bench_batch_prediction, bench_serving
 from raydeck.client import RaydeckClient
 from raydeck.core.ids import new_id
 from raydeck.core.models import ClusterCreate, JobState
@@ -28,6 +38,7 @@ CLUSTER_ROUNDS = 3
 JOB_ROUNDS = 7
 API_REQUESTS = 400
 RAW_BASE_PORT = 27000  # below the ephemeral range (32768+), outside Ray Client 23000-23999
+JOBS_CLUSTER = "bench-jobs"
 
 
 def _cluster_spec(name: str) -> ClusterCreate:
@@ -82,9 +93,14 @@ def bench_cluster_create(client: RaydeckClient) -> list[Figure]:
     ]
 
 
+def _ensure_jobs_cluster(client: RaydeckClient) -> None:
+    if not any(c.name == JOBS_CLUSTER for c in client.clusters.list(page_size=100).items):
+        client.clusters.create(ClusterCreate(name=JOBS_CLUSTER))
+    _wait_running(client, JOBS_CLUSTER)
+
+
 def bench_jobs(client: RaydeckClient) -> list[Figure]:
-    client.clusters.create(ClusterCreate(name="bench-jobs"))
-    _wait_running(client, "bench-jobs")
+    _ensure_jobs_cluster(client)
     raw = RawCluster(RAW_BASE_PORT, workers=0)
     raw_times, raydeck_times = [], []
     try:
@@ -138,7 +154,8 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def bench_api(server: ServerProcess, client: RaydeckClient) -> list[Figure]:
-    cluster = client.clusters.get("bench-jobs")
+    _ensure_jobs_cluster(client)
+    cluster = client.clusters.get(JOBS_CLUSTER)
     ids = _store_jobs(f"sqlite:///{server.home / 'raydeck.db'}", cluster.id, 1000)
     figures = []
     headers = {"Authorization": f"Bearer {server.token}"}
@@ -161,21 +178,36 @@ def bench_api(server: ServerProcess, client: RaydeckClient) -> list[Figure]:
     return figures
 
 
+Group = Callable[[ServerProcess, RaydeckClient], list[Figure]]
+GROUPS: dict[str, Group] = {
+    "clusters": lambda server, client: bench_cluster_create(client),
+    "jobs": lambda server, client: bench_jobs(client),
+    "api": bench_api,
+    "serving": lambda server, client: bench_serving(client, server.token),
+    "batch": lambda server, client: bench_batch_prediction(client),
+    "data": lambda server, client: bench_data(),
+}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("groups", nargs="*", help=f"any of {', '.join(GROUPS)} (default: all)")
+    groups = parser.parse_args().groups or list(GROUPS)
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     home = Path(tempfile.mkdtemp(prefix="raydeck-bench-"))
     server = ServerProcess(home, env={"RAYDECK_RECONCILE_INTERVAL": "0.2"})
     server.start()
     figures: list[Figure] = []
     try:
         with RaydeckClient(server.url, server.token, timeout=120) as client:
-            print("cluster create…")
-            figures += bench_cluster_create(client)
-            print("jobs…")
-            figures += bench_jobs(client)
-            print("API latency…")
-            figures += bench_api(server, client)
-            client.clusters.delete("bench-jobs")
-            client.clusters.wait_deleted("bench-jobs")
+            for group in groups:
+                print(f"{group}…")
+                figures += GROUPS[group](server, client)
+            for cluster in client.clusters.list(page_size=100).items:
+                client.clusters.delete(cluster.name)
+                client.clusters.wait_deleted(cluster.name, timeout=300)
     finally:
         server.stop()
     write_report(figures)

@@ -24,11 +24,15 @@ class InMemoryClusterBackend(ClusterBackend):
     def __init__(self) -> None:
         self.clusters: dict[str, dict[str, list[str]]] = {}
         self.fail_next_apply: str | None = None
+        self.failing_applies = 1  # how many applies in a row fail_next_apply fails
         self.applied: list[ClusterSpec] = []
 
     def apply(self, spec: ClusterSpec, *, prefer_remove: Sequence[str] = ()) -> ClusterEndpoints:
         if self.fail_next_apply:
-            message, self.fail_next_apply = self.fail_next_apply, None
+            message = self.fail_next_apply
+            self.failing_applies -= 1
+            if self.failing_applies <= 0:
+                self.fail_next_apply, self.failing_applies = None, 1
             raise BackendError(message)
         self.applied.append(spec)
         pools = self.clusters.setdefault(spec.cluster_id, {})

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from raydeck.client.ray_builder import RaydeckClientBuilder as ClientBuilder
+    from raydeck.runtime.training.reporting import report
 
 __version__ = "0.1.0"
 
-__all__ = ["ClientBuilder", "__version__"]
+__all__ = ["ClientBuilder", "__version__", "report"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,8 +22,12 @@ def __getattr__(name: str) -> Any:
         from raydeck.client.ray_builder import RaydeckClientBuilder
 
         return RaydeckClientBuilder
+    if name == "report":  # raydeck.report(metric=value, step=n) in training code
+        from raydeck.runtime.training.reporting import report
+
+        return report
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "ClientBuilder"})
+    return sorted({*globals(), "ClientBuilder", "report"})

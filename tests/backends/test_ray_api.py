@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import random
-import secrets
 import shlex
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import psutil
 import pytest
 
 from raydeck.backends.ray_api import (
@@ -37,6 +27,7 @@ from raydeck.core.errors import (
     NotFoundError,
     UnavailableError,
 )
+from tests.raw_ray import RawHead, raw_head
 
 T = TypeVar("T")
 
@@ -206,126 +197,11 @@ def test_cluster_load_parses_ray_report() -> None:
 
 # -- live: a raw `ray start` cluster ---------------------------------------------------------
 
-MARKER_ENV = "RAYDECK_TEST_RAY_CLUSTER"
-PORT_BLOCK = 48  # 9 fixed ports + a 32-port worker range
-PORT_FLAGS = [
-    "--port",
-    "--dashboard-port",
-    "--ray-client-server-port",
-    "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port",
-    "--metrics-export-port",
-    "--runtime-env-agent-port",
-    "--node-manager-port",
-    "--object-manager-port",
-]
-
-
-@dataclass(frozen=True)
-class RawCluster:
-    dashboard_url: str
-    ray_client_address: str
-    token: str
-    node_manager_port: int
-    temp_dir: str
-    marker: str
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_block(size: int) -> int:
-    # Below Linux's ephemeral range (32768+) so outgoing connections cannot take them, and
-    # above 23000-23999, where every head's Ray Client proxier starts per-client servers.
-    for _ in range(200):
-        base = random.randrange(24000, 32000 - size)
-        if all(_port_free(p) for p in range(base, base + size)):
-            return base
-    raise RuntimeError("no free port block")
-
-
-def stop_raw_cluster(marker: str, temp_dir: str) -> None:
-    """Kill exactly this cluster's processes.
-
-    Ray's agents and workers rename themselves (setproctitle), which rewrites their
-    cmdline and can blank /proc/<pid>/environ, so the working directory (``ray start``
-    runs in ``temp_dir``) is checked too.
-    """
-    mine: list[psutil.Process] = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            if (
-                temp_dir in cmdline
-                or proc.cwd().startswith(temp_dir)
-                or proc.environ().get(MARKER_ENV) == marker
-            ):
-                mine.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    for proc in mine:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(mine, timeout=10)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=5)
-    shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def start_raw_cluster() -> RawCluster:
-    base = _free_port_block(PORT_BLOCK)
-    temp_dir = tempfile.mkdtemp(prefix="rdk-t-")  # short: Ray's unix socket paths must fit
-    token, marker = secrets.token_hex(16), secrets.token_hex(8)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, MARKER_ENV: marker}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    ports = dict(zip(PORT_FLAGS, range(base, base + len(PORT_FLAGS)), strict=True))
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head"]
-    cmd += [f"{flag}={port}" for flag, port in ports.items()]
-    cmd += [
-        "--node-ip-address=127.0.0.1",
-        "--dashboard-host=127.0.0.1",
-        f"--temp-dir={temp_dir}",
-        "--num-cpus=1",
-        "--disable-usage-stats",
-        f"--min-worker-port={base + 16}",
-        f"--max-worker-port={base + PORT_BLOCK - 1}",
-    ]
-    try:
-        done = subprocess.run(
-            cmd, env=env, cwd=temp_dir, capture_output=True, text=True, timeout=180
-        )
-    except subprocess.TimeoutExpired:
-        stop_raw_cluster(marker, temp_dir)
-        raise
-    if done.returncode != 0:
-        stop_raw_cluster(marker, temp_dir)
-        raise RuntimeError(f"ray start failed: {done.stderr[-2000:]}")
-    return RawCluster(
-        dashboard_url=f"http://127.0.0.1:{ports['--dashboard-port']}",
-        ray_client_address=f"127.0.0.1:{ports['--ray-client-server-port']}",
-        token=token,
-        node_manager_port=ports["--node-manager-port"],
-        temp_dir=temp_dir,
-        marker=marker,
-    )
-
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[RawCluster]:
-    cluster = start_raw_cluster()
-    try:
-        yield cluster
-    finally:
-        stop_raw_cluster(cluster.marker, cluster.temp_dir)
+def ray_cluster() -> Iterator[RawHead]:
+    with raw_head() as head:
+        yield head
 
 
 async def eventually(
@@ -350,7 +226,7 @@ def py(code: str) -> str:
 
 
 @pytest.mark.ray
-def test_job_submit_logs_delete(ray_cluster: RawCluster) -> None:
+def test_job_submit_logs_delete(ray_cluster: RawHead) -> None:
     async def go() -> None:
         async with RayDashboardClient(ray_cluster.dashboard_url, ray_cluster.token) as ray:
             assert (await ray.version())["ray_version"] == "2.60.0"
@@ -373,7 +249,7 @@ def test_job_submit_logs_delete(ray_cluster: RawCluster) -> None:
 
 
 @pytest.mark.ray
-def test_job_stop_and_unknown_job(ray_cluster: RawCluster) -> None:
+def test_job_stop_and_unknown_job(ray_cluster: RawHead) -> None:
     async def go() -> None:
         async with RayDashboardClient(ray_cluster.dashboard_url, ray_cluster.token) as ray:
             sid = await ray.submit_job("sleep 300", submission_id="rdk-stop-me")
@@ -415,7 +291,7 @@ time.sleep(600)
 
 
 @pytest.mark.ray
-def test_cluster_load_demand_busy_and_idle(ray_cluster: RawCluster) -> None:
+def test_cluster_load_demand_busy_and_idle(ray_cluster: RawHead) -> None:
     async def go() -> None:
         async with RayDashboardClient(ray_cluster.dashboard_url, ray_cluster.token) as ray:
             # A fresh cluster answers UnavailableError until the monitor's first report.

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import suppress
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import psutil
 import pytest
 
 from raydeck.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from raydeck.core.settings import get_settings
+from tests.raw_ray import RawHead, raw_head
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -139,95 +133,11 @@ def test_resolve_cluster_asks_the_server(fake_server: str) -> None:
 
 # -- live: ray.init("raydeck://...") against a raw token-auth cluster -------------------------
 
-MARKER_ENV = "RAYDECK_TEST_RAY_CLUSTER"
-
-
-@dataclass(frozen=True)
-class RawCluster:
-    ray_client_address: str
-    token: str
-    temp_dir: str
-    marker: str
-
-
-def _free_port_block(size: int) -> int:
-    def free(port: int) -> bool:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                return False
-        return True
-
-    # Below Linux's ephemeral range (32768+) so outgoing connections cannot take them, and
-    # above 23000-23999, where every head's Ray Client proxier starts per-client servers.
-    for _ in range(200):
-        base = random.randrange(24000, 32000 - size)
-        if all(free(p) for p in range(base, base + size)):
-            return base
-    raise RuntimeError("no free port block")
-
-
-def _stop(marker: str, temp_dir: str) -> None:
-    mine = []
-    for proc in psutil.process_iter(["cmdline"]):
-        with suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            # cwd too: setproctitle rewrites Ray agents' cmdline and may blank their environ
-            if (
-                temp_dir in " ".join(proc.info["cmdline"] or [])
-                or proc.cwd().startswith(temp_dir)
-                or proc.environ().get(MARKER_ENV) == marker
-            ):
-                mine.append(proc)
-    for proc in mine:
-        with suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(mine, timeout=10)
-    for proc in alive:
-        with suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=5)
-    shutil.rmtree(temp_dir, ignore_errors=True)
-
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[RawCluster]:
-    base = _free_port_block(48)
-    temp_dir = tempfile.mkdtemp(prefix="rdk-c-")
-    token, marker = secrets.token_hex(16), secrets.token_hex(8)
-    env = clean_env() | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, MARKER_ENV: marker}
-    flags = [
-        "--port",
-        "--dashboard-port",
-        "--ray-client-server-port",
-        "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port",
-        "--metrics-export-port",
-        "--runtime-env-agent-port",
-        "--node-manager-port",
-        "--object-manager-port",
-    ]
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head"]
-    cmd += [f"{flag}={base + i}" for i, flag in enumerate(flags)]
-    cmd += [
-        "--node-ip-address=127.0.0.1",
-        "--dashboard-host=127.0.0.1",
-        f"--temp-dir={temp_dir}",
-        "--num-cpus=1",
-        '--resources={"rdk_accel": 2}',
-        "--disable-usage-stats",
-        f"--min-worker-port={base + 16}",
-        f"--max-worker-port={base + 47}",
-    ]
-    try:
-        done = subprocess.run(
-            cmd, env=env, cwd=temp_dir, capture_output=True, text=True, timeout=180
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"ray start failed: {done.stderr[-2000:]}")
-        yield RawCluster(f"127.0.0.1:{base + 2}", token, temp_dir, marker)
-    finally:
-        _stop(marker, temp_dir)
+def ray_cluster() -> Iterator[RawHead]:
+    with raw_head(resources={"rdk_accel": 2}) as head:
+        yield head
 
 
 DRIVER = """
@@ -256,7 +166,7 @@ print(json.dumps({"value": value, "asked": asked, "mode": os.environ["RAY_AUTH_M
 
 
 @pytest.mark.ray
-def test_ray_init_raydeck_scheme_runs_a_task(ray_cluster: RawCluster) -> None:
+def test_ray_init_raydeck_scheme_runs_a_task(ray_cluster: RawHead) -> None:
     # A subprocess: Ray Client state and Ray's auth config are process-wide.
     done = run_python(DRIVER, ray_cluster.ray_client_address, ray_cluster.token, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -5,11 +5,6 @@ Skipped only when no PostgreSQL binaries exist on the machine.
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,68 +16,16 @@ from raydeck.core.errors import AlreadyExistsError
 from raydeck.core.models import ClusterCreate
 from raydeck.db.models import Base
 from raydeck.db.session import upgrade_schema
-from raydeck.devtools import free_port
 from tests.conftest import Api
+from tests.postgres_server import running_postgres
 
 pytestmark = pytest.mark.postgres
-
-PG_BIN = next(
-    (p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)),
-    None,
-)
-
-
-def _as_postgres_user() -> list[str]:
-    # initdb refuses to run as root; Debian's package creates the `postgres` user.
-    if os.geteuid() != 0:
-        return []
-    pwd.getpwnam("postgres")
-    return ["runuser", "-u", "postgres", "--"]
 
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    if PG_BIN is None or not (PG_BIN / "initdb").exists():
-        pytest.skip("no PostgreSQL server binaries on this machine")
-    # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
-    base = Path(tempfile.mkdtemp(prefix="raydeck-pg-"))
-    data, sockets = base / "data", base / "sock"
-    sockets.mkdir()
-    prefix = _as_postgres_user()
-    if prefix:
-        shutil.chown(base, "postgres")
-        shutil.chown(sockets, "postgres")
-    subprocess.run(
-        [*prefix, str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [
-            *prefix,
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-w",
-            "start",
-            "-l",
-            str(base / "pg.log"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+    with running_postgres() as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,31 +2,52 @@
 
 sklearn and XGBoost versions of one model behind one endpoint with an 80/20 split; predictions
 equal the in-process models'; the split holds over 1,000 requests; tokens are required; bad
-payloads get 400s while the endpoint keeps serving; undeploy frees the replicas.
+payloads get 400s while the endpoint keeps serving; undeploy frees the replicas. LightGBM,
+PyTorch and a custom predictor that raises on some input, on a second endpoint of the same
+cluster; a deploy by alias follows the alias at deploy time.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import joblib
+import lightgbm as lgb
+import numpy as np
 import pytest
+import torch
 import xgboost as xgb
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from raydeck.client import RaydeckClient
-from raydeck.core.errors import FailedPreconditionError, InvalidArgumentError
+from raydeck.core.errors import FailedPreconditionError, InvalidArgumentError, RaydeckError
 from raydeck.core.models import ClusterCreate
 from tests.ray_fixtures import LiveServer
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 X, Y = make_classification(300, 4, random_state=7)
+CLUSTER = "srv"
+
+
+@pytest.fixture(scope="module")
+def cluster(live_client: RaydeckClient) -> Iterator[str]:
+    live_client.clusters.create(
+        ClusterCreate.model_validate({"name": CLUSTER, "head": {"num_cpus": 2}})
+    )
+    try:
+        live_client.clusters.wait(CLUSTER, timeout=180)
+        yield CLUSTER
+    finally:
+        live_client.clusters.delete(CLUSTER)
+        live_client.clusters.wait_deleted(CLUSTER, timeout=180)
 
 
 def _models(root: Path) -> tuple[LogisticRegression, xgb.XGBClassifier, Path, Path]:
@@ -51,17 +72,13 @@ def _serve_deployments(server: LiveServer, cluster: str) -> set[str]:
 
 
 def test_register_deploy_split_predict_undeploy(
-    live_server: LiveServer, live_client: RaydeckClient, tmp_path: Path
+    live_server: LiveServer, live_client: RaydeckClient, cluster: str, tmp_path: Path
 ) -> None:
     linear, boosted, sk_dir, xgb_dir = _models(tmp_path)
-    live_client.clusters.create(
-        ClusterCreate.model_validate({"name": "srv", "head": {"num_cpus": 2}})
-    )
     v1 = live_client.models.upload("churn", sk_dir, "sklearn")
     live_client.models.upload("churn", xgb_dir, "xgboost", parent_model="churn")
-    live_client.clusters.wait("srv", timeout=120)
 
-    live_client.endpoints.create("churn-api", cluster="srv")
+    live_client.endpoints.create("churn-api", cluster=cluster)
     live_client.endpoints.deploy("churn-api", "churn@1", num_cpus=0.5)
     ready = live_client.endpoints.wait("churn-api", timeout=300)
     assert ready.predict_url and ready.predict_url.startswith("http://127.0.0.1:")
@@ -125,9 +142,75 @@ def test_register_deploy_split_predict_undeploy(
     after = live_client.endpoints.wait("churn-api", timeout=300)
     assert after.traffic_split == {ids["2"]: 100}
     assert {endpoint.predict(X[:1].tolist()).deployed_model_id for _ in range(20)} == {ids["2"]}
-    assert f"model-{ids['1']}" not in _serve_deployments(live_server, "srv")
+    assert f"model-{ids['1']}" not in _serve_deployments(live_server, cluster)
     live_client.models.delete_version("churn@1")
-
     live_client.endpoints.delete("churn-api")
-    live_client.clusters.delete("srv")
-    live_client.clusters.wait_deleted("srv", timeout=120)
+
+
+RAISING_PREDICTOR = """
+class Picky:
+    def predict(self, instances):
+        if any(x < 0 for x in instances):
+            raise ValueError("negative input is not supported")
+        return [x * 10 for x in instances]
+"""
+
+
+def _more_models(root: Path) -> tuple[lgb.Booster, torch.nn.Module]:
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_leaves": 4}, lgb.Dataset(X, Y), 10
+    )
+    (root / "lgb").mkdir()
+    booster.save_model(root / "lgb" / "model.txt")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    (root / "torch").mkdir()
+    torch.jit.script(net).save(str(root / "torch" / "model.pt"))
+    (root / "custom").mkdir()
+    (root / "custom" / "predictor.py").write_text(textwrap.dedent(RAISING_PREDICTOR))
+    (root / "custom" / "raydeck_predictor.json").write_text('{"class": "predictor:Picky"}')
+    return booster, net
+
+
+def test_lightgbm_pytorch_custom_and_alias(
+    live_client: RaydeckClient, cluster: str, tmp_path: Path
+) -> None:
+    booster, net = _more_models(tmp_path)
+    live_client.models.upload("risk", tmp_path / "lgb", "lightgbm", aliases=["prod"])
+    live_client.models.upload("risk", tmp_path / "torch", "pytorch", parent_model="risk")
+    live_client.models.upload("picky", tmp_path / "custom", "custom")
+
+    live_client.endpoints.create("more-api", cluster=cluster)
+    live_client.endpoints.deploy("more-api", "risk@prod", num_cpus=0.25)
+    live_client.endpoints.deploy("more-api", "risk@2", num_cpus=0.25, traffic_percentage=50)
+    ready = live_client.endpoints.wait("more-api", timeout=300)
+    by_version = {m.version_id: m.id for m in ready.deployed_models}
+    endpoint = live_client.endpoint("more-api")
+    with torch.no_grad():
+        torch_expected = net(torch.tensor(X[:5], dtype=torch.float32)).numpy()
+    lgb_expected = booster.predict(X[:5])
+    seen = set()
+    for _ in range(40):
+        answer = endpoint.predict(X[:5].tolist())
+        got = np.asarray(answer.predictions, dtype=np.float64).reshape(len(X[:5]), -1)
+        if answer.deployed_model_id == by_version["1"]:
+            np.testing.assert_allclose(got.ravel(), lgb_expected, rtol=1e-6)
+        else:
+            np.testing.assert_allclose(got, torch_expected, rtol=1e-5, atol=1e-6)
+        seen.add(answer.model_version_id)
+    assert len(seen) == 2  # both halves of the 50/50 split answered
+
+    # The alias resolved when deploying; moving it later does not touch the running endpoint.
+    live_client.models.add_alias("risk@2", "prod")
+    assert live_client.models.get_version("risk@prod").version_id == "2"
+    assert live_client.endpoints.get("more-api").deployed_models[0].version_id == "1"
+
+    # A model that raises fails only that request, with a clear message; the rest is served.
+    live_client.endpoints.deploy("more-api", "picky", num_cpus=0.25, traffic_percentage=100)
+    live_client.endpoints.wait("more-api", timeout=300)
+    assert endpoint.predict([1, 2]).predictions == [10, 20]
+    with pytest.raises(RaydeckError, match="negative input is not supported") as raised:
+        endpoint.predict([-1])
+    assert "Traceback" not in str(raised.value)
+    assert endpoint.predict([3]).predictions == [30]
+    live_client.endpoints.delete("more-api")

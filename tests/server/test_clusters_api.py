@@ -63,8 +63,17 @@ def test_delete_removes_cluster_and_backend_state(api: Api) -> None:
     assert created.id not in api.backend.clusters
 
 
+def test_transient_backend_failure_is_retried(api: Api) -> None:
+    api.backend.fail_next_apply = "The current node timed out during startup"
+    sdk = api.sdk()
+    sdk.clusters.create(ClusterCreate.model_validate(_spec()))
+    running = sdk.clusters.wait("dev", timeout=10)
+    assert running.state_reason is None and len(api.backend.applied) == 1
+
+
 def test_backend_failure_becomes_error_with_reason(api: Api) -> None:
     api.backend.fail_next_apply = "ports 30000-30099 are taken"
+    api.backend.failing_applies = 3  # every attempt the reconciler makes
     sdk = api.sdk()
     sdk.clusters.create(ClusterCreate.model_validate(_spec()))
     body = _wait_state(api, "dev", "ERROR")

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from raydeck.core.errors import UnavailableError
 
@@ -32,7 +33,15 @@ __all__ = [
 
 
 class BackendError(UnavailableError):
-    """A backend could not do what was asked (process failed to start, ports taken...)."""
+    """A backend could not do what was asked (process failed to start, ports taken...).
+
+    Most such failures are transient on a loaded host (Ray's fixed start-up timeouts), so the
+    reconciler retries them; ``retryable=False`` marks one that would fail the same way again.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)

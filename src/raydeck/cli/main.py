@@ -12,6 +12,7 @@ from raydeck.cli import (
     batch_predictions,
     billing,
     clusters,
+    data,
     endpoints,
     jobs,
     logs,
@@ -46,6 +47,7 @@ app.add_typer(access.bindings, name="bindings")
 app.command("audit")(access.audit)
 app.command("logs")(logs.logs)
 app.command("top")(top.top)
+app.add_typer(data.app, name="data")
 app.command("server")(server.serve)
 
 

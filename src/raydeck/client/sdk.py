@@ -18,10 +18,12 @@ import httpx
 
 from raydeck.client.batch_predictions import BatchPredictionApi
 from raydeck.client.config import load_client_config
+from raydeck.client.connections import ConnectionApi
 from raydeck.client.endpoints import BoundEndpoint, EndpointApi
 from raydeck.client.http import ApiTransport, raise_for_error
 from raydeck.client.models import ModelApi
 from raydeck.client.operations import AccessApi, BillingApi, LogApi, MetricsApi
+from raydeck.client.training import CustomJobApi, TrainingPipelineApi, TuningJobApi
 from raydeck.core.errors import FailedPreconditionError, UnavailableError
 from raydeck.core.models import (
     Caller,
@@ -286,6 +288,10 @@ class RaydeckClient:
         self.billing = BillingApi(self._api)
         self.access = AccessApi(self._api)
         self.metrics = MetricsApi(self._api)
+        self.custom_jobs = CustomJobApi(self._api)
+        self.tuning_jobs = TuningJobApi(self._api)
+        self.training_pipelines = TrainingPipelineApi(self._api)
+        self.connections = ConnectionApi(self._api)
 
     def endpoint(self, endpoint: str) -> BoundEndpoint:
         """A handle whose ``predict`` goes straight to the endpoint's Serve data plane."""

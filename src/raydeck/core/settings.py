@@ -20,6 +20,8 @@
 | RAYDECK_LOG_COLLECT_INTERVAL | 2.0 | seconds between log collector passes |
 | RAYDECK_LOG_RETENTION_DAYS | 7 | collected log records older than this are deleted |
 | RAYDECK_LOG_RETENTION_MAX_BYTES | 268435456 | oldest log records go first above this much text |
+| RAYDECK_SECRET_KEY_FILE | $RAYDECK_HOME/secret.key | key encrypting stored connection secrets |
+| RAYDECK_WAREHOUSE_DIR | $RAYDECK_HOME/warehouse | where `duckdb` connections keep their files |
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class Settings(BaseSettings):
     log_collect_interval: float = 2.0
     log_retention_days: float = 7.0
     log_retention_max_bytes: int = 256 * 1024**2
+    secret_key_file: Path | None = None
+    warehouse_dir: Path | None = None
 
     @property
     def db_url(self) -> str:
@@ -81,6 +85,14 @@ class Settings(BaseSettings):
     @property
     def clusters_dir(self) -> Path:
         return self.home / "clusters"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.secret_key_file or self.home / "secret.key"
+
+    @property
+    def warehouse_root(self) -> Path:
+        return self.warehouse_dir or self.home / "warehouse"
 
     @property
     def artifact_root(self) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "BatchPredictionJobRow",
     "BudgetRow",
     "ClusterRow",
+    "ConnectionRow",
     "CostMeterRow",
     "CostRecordRow",
     "CustomRoleRow",
@@ -40,6 +41,10 @@ __all__ = [
     "ProjectRow",
     "RoleBindingRow",
     "TokenRow",
+    "TrainingJobRow",
+    "TrainingMetricRow",
+    "TrainingPipelineRow",
+    "TrialRow",
     "utcnow",
 ]
 
@@ -227,6 +232,108 @@ class BatchPredictionJobRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     start_time: Mapped[datetime | None] = mapped_column(default=None)
     end_time: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TrainingJobRow(Base):
+    """A CustomJob (kind "custom") or a HyperparameterTuningJob (kind "tuning"): both are one
+    Ray job per attempt on a cluster, so they share the lifecycle columns."""
+
+    __tablename__ = "training_jobs"
+    __table_args__ = (Index("ix_training_jobs_kind_id", "kind", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    display_name: Mapped[str] = mapped_column(String(128))
+    cluster_id: Mapped[str | None] = mapped_column(String(40), index=True, default=None)
+    cluster_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    ephemeral_cluster: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # the create request (job spec, study spec, counts) plus resolved base_output_dir
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempt: Mapped[int] = mapped_column(default=0)
+    submission_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    best_trial_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    pipeline_id: Mapped[str | None] = mapped_column(String(40), index=True, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    start_time: Mapped[datetime | None] = mapped_column(default=None)
+    end_time: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TrialRow(Base):
+    __tablename__ = "training_trials"
+    __table_args__ = (UniqueConstraint("tuning_job_id", "number", name="uq_trials_job_number"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tuning_job_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("training_jobs.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    params: Mapped[dict[str, Any]] = mapped_column()
+    # Optuna's per-trial sampler state (e.g. CMA-ES generation), so a restart resumes it
+    sampler_attrs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    final_value: Mapped[float | None] = mapped_column(Float, default=None)
+    final_step: Mapped[int | None] = mapped_column(default=None)
+    start_time: Mapped[datetime | None] = mapped_column(default=None)
+    end_time: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class TrainingMetricRow(Base):
+    """One metric point of a custom job or a trial (run_id is either id)."""
+
+    __tablename__ = "training_metrics"
+    __table_args__ = (Index("ix_training_metrics_run_metric", "run_id", "metric", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(40))
+    metric: Mapped[str] = mapped_column(String(128))
+    step: Mapped[int | None] = mapped_column(default=None)
+    value: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingPipelineRow(Base):
+    __tablename__ = "training_pipelines"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    display_name: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    spec: Mapped[dict[str, Any]] = mapped_column()  # training_task + model_to_upload
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    training_job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    model_version_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    model_version: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    start_time: Mapped[datetime | None] = mapped_column(default=None)
+    end_time: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ConnectionRow(Base):
+    """A warehouse connection. ``config`` holds the kind's fields (never the secret);
+    ``secret_ciphertext`` is the Fernet-encrypted secret, when one is stored."""
+
+    __tablename__ = "connections"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_connections_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    secret_ciphertext: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

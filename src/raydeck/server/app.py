@@ -23,11 +23,15 @@ from raydeck.server.reconcilers.clusters import ClusterReconciler
 from raydeck.server.reconcilers.endpoints import EndpointReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
 from raydeck.server.reconcilers.logs import LogCollector
+from raydeck.server.reconcilers.training import TrainingReconciler
+from raydeck.server.reconcilers.training_pipelines import PipelineReconciler
 from raydeck.server.routers import (
     access,
     batch_predictions,
     cluster_metrics,
     clusters,
+    connections,
+    custom_jobs,
     endpoints,
     health,
     jobs,
@@ -35,6 +39,8 @@ from raydeck.server.routers import (
     operations,
     ray_proxy,
     tokens,
+    training_pipelines,
+    tuning_jobs,
 )
 from raydeck.server.services.pricing import load_catalog
 from raydeck.server.state import ServerState
@@ -84,6 +90,8 @@ def create_app(
                 BatchPredictionReconciler(state).loop,
                 BillingReconciler(state, catalog).loop,
                 LogCollector(state).loop,
+                TrainingReconciler(state).loop,
+                PipelineReconciler(state).loop,
             ]
             for loop in loops:
                 loop.start()
@@ -115,6 +123,10 @@ def create_app(
         models,
         endpoints,
         batch_predictions,
+        custom_jobs,  # training (issue 5)
+        tuning_jobs,
+        training_pipelines,
+        connections,  # warehouse (issue 6)
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     # Outermost first: metrics see the audit's time too; audit sees the final status.

@@ -30,6 +30,14 @@ START_LOG = "raydeck-start.log"
 _START_TIMEOUT_SECONDS = 180.0
 # Inherited settings that would point `ray start` at another cluster or another token.
 _DROPPED_ENV = ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_OVERRIDE_RESOURCES")
+# Serve's throughput mode (Ray ≥ 2.55): gRPC between deployments (our router → model hop),
+# request handling on the replica's own loop, buffered request logs. Its direct ingress stays
+# off: it would open a port per ingress replica in 30000-31000, inside our port slots.
+# A cluster's spec env can override any of these.
+SERVE_TUNING_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+}
 # Ray refuses these as custom resources; they have their own flags.
 _RESERVED_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
 _NODE_IP_LINE = re.compile(r"Local node IP:\s*(\S+)")
@@ -119,6 +127,7 @@ class NodeLaunch:
         # the server was started with (an explicit PATH in the spec's env still wins).
         path = env.get("PATH", os.defpath)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
+        env.update(SERVE_TUNING_ENV)
         env.update(self.extra_env)
         env.update(
             {

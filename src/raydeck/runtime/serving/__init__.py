@@ -1,2 +1,3 @@
 """Ray Serve application of an Endpoint: an authenticating, traffic-splitting router in front
-of one deployment per deployed model. Runs inside the cluster."""
+of one deployment per deployed model (or, for a single deployed model, that model's deployment
+as the authenticating ingress). Runs inside the cluster."""

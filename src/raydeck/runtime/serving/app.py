@@ -18,9 +18,12 @@ __all__ = ["build_app"]
 
 # Replicas scale out when each has more than this many requests in flight.
 TARGET_ONGOING_REQUESTS = 4
+# Ingresses mostly await (model handles, or the model thread); a low cap (Serve's default is
+# 5) would queue requests in the proxy and starve dynamic batching of requests to merge.
+ROUTER_MAX_ONGOING_REQUESTS = 256
 
 
-def _model_deployment(model: dict[str, Any]) -> Application:
+def _model_deployment(model: dict[str, Any], ingress: dict[str, Any] | None = None) -> Application:
     actor_options: dict[str, Any] = {"num_cpus": model["num_cpus"], "num_gpus": model["num_gpus"]}
     if model.get("memory"):
         actor_options["memory"] = model["memory"]
@@ -36,21 +39,31 @@ def _model_deployment(model: dict[str, Any]) -> Application:
             }
         }
     )
-    return ModelServer.options(  # type: ignore[attr-defined,no-any-return]  # serve.deployment wraps it
+    server: Any = ModelServer  # serve.deployment wraps the class; mypy sees the class
+    return server.options(  # type: ignore[no-any-return]
         name=f"model-{model['id']}",
         ray_actor_options=actor_options,
-        max_ongoing_requests=64,
+        max_ongoing_requests=ROUTER_MAX_ONGOING_REQUESTS if ingress else 64,
         **scaling,
-    ).bind(model["framework"], model["artifact_uri"], model.get("batching"))
+    ).bind(model["framework"], model["artifact_uri"], model.get("batching"), ingress)
 
 
 def build_app(args: dict[str, Any]) -> Application:
     models = list(args["deployed_models"])
-    handles = [_model_deployment(model) for model in models]
     metadata = [
         {"id": m["id"], "model": m["model"], "model_version_id": m["model_version_id"]}
         for m in models
     ]
-    return EndpointRouter.options(name="router").bind(  # type: ignore[attr-defined,no-any-return]  # serve.deployment wraps it
-        args["endpoint_id"], metadata, handles, args["traffic_split"], args["authorize_url"]
-    )
+    if len(models) == 1 and args["traffic_split"].get(models[0]["id"], 0) == 100:
+        # One model takes all traffic: it is the ingress itself, one hop shorter.
+        ingress = {
+            "endpoint_id": args["endpoint_id"],
+            "authorize_url": args["authorize_url"],
+            "model": metadata[0],
+        }
+        return _model_deployment(models[0], ingress)
+    handles = [_model_deployment(model) for model in models]
+    router: Any = EndpointRouter  # serve.deployment wraps the class; mypy sees the class
+    return router.options(  # type: ignore[no-any-return]
+        name="router", max_ongoing_requests=ROUTER_MAX_ONGOING_REQUESTS
+    ).bind(args["endpoint_id"], metadata, handles, args["traffic_split"], args["authorize_url"])

@@ -1,17 +1,26 @@
-"""One Serve deployment per deployed model: loads the predictor once per replica."""
+"""One Serve deployment per deployed model: loads the predictor once per replica.
+
+When it is its endpoint's only deployed model it is also the application's ingress (``ingress``
+args given): it checks tokens and answers HTTP itself, sparing every request the router hop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
 
 from raydeck.core.errors import RaydeckError
 from raydeck.runtime.artifacts import get_tree, is_local, local_path
 from raydeck.runtime.predictors import load_predictor
 from raydeck.runtime.predictors.base import first_line
+from raydeck.runtime.serving.ingress import IngressGuard, error_response
 
 __all__ = ["ModelServer", "Outcome"]
 
@@ -34,14 +43,30 @@ def _error(exc: BaseException) -> Outcome:
 
 @serve.deployment
 class ModelServer:
-    def __init__(self, framework: str, artifact_uri: str, batching: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        framework: str,
+        artifact_uri: str,
+        batching: dict[str, Any] | None,
+        ingress: dict[str, Any] | None = None,
+    ) -> None:
         if is_local(artifact_uri):
             directory = local_path(artifact_uri)
         else:  # object-store artifacts are fetched once per replica
             directory = Path(tempfile.mkdtemp(prefix="raydeck-model-"))
             get_tree(artifact_uri, directory)
         self.predictor = load_predictor(framework, directory)
+        # Model code runs on one thread of its own: the replica's event loop (where Serve's
+        # throughput mode runs request handling) stays free for health checks and queue-length
+        # probes while a slow model computes, and predictors never see concurrent calls.
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.batching = batching is not None
+        self.guard: IngressGuard | None = None
+        if ingress is not None:  # {endpoint_id, authorize_url, model: {id, model, ...}}
+            self.deployed_model_id = ingress["model"]["id"]
+            self.guard = IngressGuard(
+                ingress["endpoint_id"], ingress["authorize_url"], [ingress["model"]]
+            )
         if batching is not None:
             batched: Any = self.predict_batched  # serve.batch adds the setters at runtime
             batched.set_max_batch_size(int(batching["max_batch_size"]))
@@ -55,25 +80,43 @@ class ModelServer:
         except Exception as exc:  # reported to this request's caller only
             return _error(exc)
 
+    async def __call__(self, request: Request) -> Response:
+        if self.guard is None:  # behind a router, HTTP never reaches this deployment
+            return error_response(404, "not_found", "not an ingress")
+        admitted = await self.guard.admit(request)
+        if isinstance(admitted, Response):
+            return admitted
+        run = self.explain if admitted.method == "explain" else self.predict
+        outcome = await run(admitted.instances, admitted.parameters)
+        return self.guard.answer(admitted, self.deployed_model_id, outcome)
+
+    async def _in_model_thread(
+        self, method: str, instances: list[Any], parameters: dict[str, Any] | None
+    ) -> Outcome:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.model_thread, self._run, method, instances, parameters
+        )
+
     async def predict(
         self, instances: list[Any], parameters: dict[str, Any] | None = None
     ) -> Outcome:
         if self.batching and not parameters:
             return await self.predict_batched(instances)
-        return self._run("predict", instances, parameters)
+        return await self._in_model_thread("predict", instances, parameters)
 
     async def explain(
         self, instances: list[Any], parameters: dict[str, Any] | None = None
     ) -> Outcome:
-        return self._run("explain", instances, parameters)
+        return await self._in_model_thread("explain", instances, parameters)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def predict_batched(self, requests: list[list[Any]]) -> list[Outcome]:
         """Concatenate the instances of concurrent requests into one vectorized call."""
         flat = [instance for request in requests for instance in request]
-        outcome = self._run("predict", flat, None)
+        outcome = await self._in_model_thread("predict", flat, None)
         if "error" in outcome:  # one bad request must not fail its batch-mates
-            return [self._run("predict", request, None) for request in requests]
+            return [await self._in_model_thread("predict", r, None) for r in requests]
         results, start = [], 0
         for request in requests:
             results.append({"predictions": outcome["predictions"][start : start + len(request)]})

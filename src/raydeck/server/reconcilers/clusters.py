@@ -22,6 +22,9 @@ __all__ = ["ClusterReconciler"]
 log = logging.getLogger(__name__)
 
 HEALTH_CHECK_SECONDS = 5.0
+# Ray's own start-up timeouts fire on a loaded host; a failed apply is tried this many times
+# (same generation) before the cluster goes to ERROR.
+APPLY_ATTEMPTS = 3
 
 
 class ClusterReconciler:
@@ -29,6 +32,7 @@ class ClusterReconciler:
         self.state = state
         self.loop = ReconcileLoop("clusters", state.settings.reconcile_interval, self.tick)
         self._last_health: dict[str, float] = {}
+        self._failures: dict[str, tuple[int, int]] = {}  # cluster id → (generation, failures)
         state.wake_callbacks.append(self.loop.wake)
 
     async def tick(self) -> None:
@@ -69,10 +73,27 @@ class ClusterReconciler:
         try:
             endpoints = await asyncio.to_thread(backend.apply, spec, prefer_remove=prefer_remove)
             observation = await asyncio.to_thread(backend.observe, spec)
-        except Exception as exc:  # any failure becomes the cluster's ERROR reason
-            log.warning("cluster %s: apply failed: %s", spec.name, exc)
-            await asyncio.to_thread(self._record_error, cluster_id, generation, _one_line(exc))
+        except Exception as exc:  # retried, then the cluster's ERROR reason
+            failed_gen, failures = self._failures.get(cluster_id, (generation, 0))
+            failures = failures + 1 if failed_gen == generation else 1
+            self._failures[cluster_id] = (generation, failures)
+            final = failures >= APPLY_ATTEMPTS or not getattr(exc, "retryable", True)
+            log.warning(
+                "cluster %s: apply attempt %d failed%s: %s",
+                spec.name,
+                failures,
+                "" if final else "; retrying",
+                exc,
+            )
+            reason = _one_line(exc)
+            if final:
+                self._failures.pop(cluster_id, None)
+                await asyncio.to_thread(self._record_error, cluster_id, generation, reason)
+            else:
+                note = f"attempt {failures} of {APPLY_ATTEMPTS} failed, retrying: {reason}"
+                await asyncio.to_thread(self._record_retry, cluster_id, generation, note)
             return
+        self._failures.pop(cluster_id, None)
         await asyncio.to_thread(
             self._record_running, cluster_id, generation, endpoints, observation
         )
@@ -112,6 +133,12 @@ class ClusterReconciler:
             if row is not None and row.generation == generation and row.state != "STOPPING":
                 row.state = ClusterState.ERROR.value
                 row.state_reason = reason
+
+    def _record_retry(self, cluster_id: str, generation: int, note: str) -> None:
+        with self.state.db.session() as session:
+            row = session.get(ClusterRow, cluster_id)
+            if row is not None and row.generation == generation:
+                row.state_reason = note  # the state stays PROVISIONING/UPDATING: next pass retries
 
     async def _delete(self, cluster_id: str) -> None:
         snapshot = await asyncio.to_thread(self._snapshot, cluster_id)

@@ -16,6 +16,7 @@ from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.db.models import ClusterRow, JobRow, utcnow
 from raydeck.server.reconcilers.loop import ReconcileLoop
 from raydeck.server.services.clusters import ACTIVE_STATES
+from raydeck.server.services.job_tokens import revoke_job_token
 from raydeck.server.services.jobs import ClusterTarget, apply_ray_info
 from raydeck.server.state import ServerState
 
@@ -24,6 +25,7 @@ __all__ = ["JobReconciler"]
 log = logging.getLogger(__name__)
 
 _LIVE = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
+_ENDED = frozenset(s.value for s in TERMINAL_JOB_STATES)
 
 
 class JobReconciler:
@@ -50,6 +52,7 @@ class JobReconciler:
                         row.state = JobState.FAILED.value
                         row.message = f"cluster {row.cluster_name!r} is {reason}"
                         row.end_time = utcnow()
+                        revoke_job_token(session, row.cluster_id, row.submission_id)
                     continue
                 if cluster.dashboard_url:
                     target = ClusterTarget(
@@ -80,3 +83,5 @@ class JobReconciler:
                     row.state = JobState.FAILED.value
                     row.message = "the cluster no longer knows this job"
                     row.end_time = utcnow()
+                if row.state in _ENDED:  # its job-scoped token dies with it
+                    revoke_job_token(session, row.cluster_id, row.submission_id)

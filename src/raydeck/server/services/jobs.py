@@ -22,6 +22,7 @@ from raydeck.core.ids import new_id
 from raydeck.core.models import Job, JobState, JobSubmit, Page
 from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.db.models import ClusterRow, JobRow
+from raydeck.server.services import job_tokens
 from raydeck.server.services.budgets import check_budget_allows
 from raydeck.server.services.clusters import ACTIVE_STATES, get_cluster_row
 from raydeck.server.services.paging import fetch_page
@@ -148,18 +149,39 @@ async def submit_job(
             f"submission_id {submission_id!r} already used on cluster {cluster!r}",
             field="submission_id",
         )
-    async with target.client() as ray:
-        await ray.submit_job(
-            request.entrypoint,
-            submission_id=submission_id,
-            runtime_env=request.runtime_env,
-            metadata=dict(request.metadata) or None,
-            entrypoint_num_cpus=request.entrypoint_num_cpus,
-            entrypoint_num_gpus=request.entrypoint_num_gpus,
-            entrypoint_memory=request.entrypoint_memory,
-            entrypoint_resources=request.entrypoint_resources,
+    runtime_env = request.runtime_env
+    if job_tokens.wants_job_token(runtime_env):
+        secret = await asyncio.to_thread(_issue_token, state, target, submission_id)
+        runtime_env = job_tokens.job_runtime_env(
+            runtime_env, state.settings, secret, target.project
         )
+    try:
+        async with target.client() as ray:
+            await ray.submit_job(
+                request.entrypoint,
+                submission_id=submission_id,
+                runtime_env=runtime_env,
+                metadata=dict(request.metadata) or None,
+                entrypoint_num_cpus=request.entrypoint_num_cpus,
+                entrypoint_num_gpus=request.entrypoint_num_gpus,
+                entrypoint_memory=request.entrypoint_memory,
+                entrypoint_resources=request.entrypoint_resources,
+            )
+    except BaseException:
+        await asyncio.to_thread(_discard_token, state, target, submission_id)
+        raise
+    # The stored runtime_env is the caller's: the job's token is never stored in clear.
     return await asyncio.to_thread(record_submission, state, target, submission_id, request)
+
+
+def _issue_token(state: ServerState, target: ClusterTarget, submission_id: str) -> str:
+    with state.db.session() as session:
+        return job_tokens.issue_job_token(session, target.cluster_id, submission_id)
+
+
+def _discard_token(state: ServerState, target: ClusterTarget, submission_id: str) -> None:
+    with state.db.session() as session:
+        job_tokens.discard_job_token(session, target.cluster_id, submission_id)
 
 
 def summarize_message(message: str | None) -> str | None:
@@ -201,6 +223,8 @@ def _store_info(state: ServerState, job_id: str, info: RayJobInfo) -> Job:
     with state.db.session() as session:
         row = _job_row(session, job_id)
         apply_ray_info(row, info)
+        if JobState(row.state) in TERMINAL_JOB_STATES:
+            job_tokens.revoke_job_token(session, row.cluster_id, row.submission_id)
         return _to_model(row)
 
 

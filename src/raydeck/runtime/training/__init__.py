@@ -1,0 +1,1 @@
+"""Code that runs inside Ray for CustomJobs and tuning trials (see ``launcher``)."""

@@ -1,0 +1,126 @@
+"""Job-scoped tokens: code running on a cluster calls the control plane with its own token.
+
+A token is made when Raydeck submits a Ray job (plain job, custom job attempt, tuning driver)
+and revoked when that job ends; only its hash is stored, like every token. The job sees it
+as ``RAYDECK_TOKEN`` next to ``RAYDECK_SERVER`` (the server's advertised URL), unless the
+submitter already set either variable. A job-scoped token acts as the service account
+``jobs-<project>`` of the cluster's project, which has the ``user`` role in that project only,
+and expires after a week at the latest, in case the revocation is ever missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from raydeck.core.ids import new_id
+from raydeck.core.models import Role
+from raydeck.core.models.access import AccountKind
+from raydeck.core.settings import Settings
+from raydeck.db.models import AccountRow, ClusterRow, RoleBindingRow, TokenRow, utcnow
+from raydeck.server.services.access import ensure_account
+from raydeck.server.services.tokens import SECRET_PREFIX, hash_secret
+
+__all__ = [
+    "JOB_TOKEN_TTL",
+    "discard_job_token",
+    "issue_job_token",
+    "job_runtime_env",
+    "job_token_name",
+    "revoke_job_token",
+    "wants_job_token",
+]
+
+JOB_TOKEN_TTL = timedelta(days=7)
+
+
+def job_token_name(cluster_id: str, submission_id: str) -> str:
+    """Deterministic, so the token can be found (and revoked) from the job alone."""
+    digest = hashlib.sha256(f"{cluster_id}/{submission_id}".encode()).hexdigest()[:24]
+    return f"job-{digest}"
+
+
+def issue_job_token(session: Session, cluster_id: str, submission_id: str) -> str:
+    """A new secret for this Ray job (an earlier one for the same job is revoked)."""
+    name = job_token_name(cluster_id, submission_id)
+    revoke_job_token(session, cluster_id, submission_id)
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    cluster = session.get(ClusterRow, cluster_id)
+    account = _jobs_account(session, cluster.project if cluster is not None else "default")
+    session.add(
+        TokenRow(
+            id=new_id("tok"),
+            name=name,
+            role=Role.USER.value,
+            account_id=account.id,
+            prefix=secret[:12],
+            secret_hash=hash_secret(secret),
+            created_at=now,
+            expires_at=now + JOB_TOKEN_TTL,
+        )
+    )
+    session.flush()
+    return secret
+
+
+def _jobs_account(session: Session, project: str) -> AccountRow:
+    """The service account job tokens of ``project`` act as: ``user`` there, nowhere else."""
+    account = ensure_account(session, f"jobs-{project}", AccountKind.SERVICE_ACCOUNT)
+    bound = session.scalar(
+        select(RoleBindingRow.id).where(
+            RoleBindingRow.account_id == account.id,
+            RoleBindingRow.project == project,
+            RoleBindingRow.role == Role.USER.value,
+        )
+    )
+    if bound is None:
+        session.add(
+            RoleBindingRow(
+                id=new_id("rb"), account_id=account.id, project=project, role=Role.USER.value
+            )
+        )
+        session.flush()
+    return account
+
+
+def revoke_job_token(session: Session, cluster_id: str, submission_id: str) -> None:
+    name = job_token_name(cluster_id, submission_id)
+    for row in session.scalars(
+        select(TokenRow).where(TokenRow.name == name, TokenRow.revoked_at.is_(None))
+    ):
+        row.revoked_at = utcnow()
+
+
+def discard_job_token(session: Session, cluster_id: str, submission_id: str) -> None:
+    """The submission was refused: remove the token as if it had never been made."""
+    name = job_token_name(cluster_id, submission_id)
+    for row in session.scalars(select(TokenRow).where(TokenRow.name == name)):
+        session.delete(row)
+
+
+def wants_job_token(runtime_env: dict[str, Any] | None) -> bool:
+    return "RAYDECK_TOKEN" not in ((runtime_env or {}).get("env_vars") or {})
+
+
+def job_runtime_env(
+    runtime_env: dict[str, Any] | None,
+    settings: Settings,
+    secret: str,
+    project: str = "default",
+) -> dict[str, Any]:
+    """``runtime_env`` with RAYDECK_SERVER / RAYDECK_TOKEN (and RAYDECK_PROJECT outside the
+    default project) added where the user set none."""
+    env = dict(runtime_env or {})
+    env_vars = {str(k): str(v) for k, v in (env.get("env_vars") or {}).items()}
+    env_vars.setdefault("RAYDECK_SERVER", settings.advertised_url)
+    env_vars.setdefault("RAYDECK_TOKEN", secret)
+    if project != "default":
+        env_vars.setdefault("RAYDECK_PROJECT", project)
+    env["env_vars"] = env_vars
+    return env
