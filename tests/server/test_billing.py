@@ -17,6 +17,7 @@ from sqlalchemy import select
 from raydeck.core.models import ClusterState, JobState
 from raydeck.core.models.operations import BillingDimension, PriceCatalog, UnitPrices
 from raydeck.db.models import ClusterRow, CostMeterRow, EndpointRow, JobRow
+from raydeck.server.reconcilers.clusters import APPLY_ATTEMPTS
 from raydeck.server.services import billing
 from tests.conftest import Api
 
@@ -142,6 +143,7 @@ def sdk_report(api: Api, by: str) -> dict[str, Any]:
 def test_nothing_accrues_while_provisioning_or_in_error(billed_api: Api, clock: FakeClock) -> None:
     api = billed_api
     api.backend.fail_next_apply = "no capacity"
+    api.backend.failing_applies = APPLY_ATTEMPTS  # every retry fails too: ERROR
     assert _create(api, "broken", replicas=1).status_code == 201
     wait_until(
         lambda: api.sdk().clusters.get("broken").state is ClusterState.ERROR, "the cluster to fail"
