@@ -95,3 +95,23 @@ def test_services_can_add_state_metrics(static_api: Api) -> None:
 
     static_api.app.state.raydeck.metrics.add_state_metrics(clusters_again)
     assert _value(_samples(static_api), "raydeck_test_rows", table="clusters") == 0
+
+
+def test_tuning_trials_are_counted_by_state(static_api: Api) -> None:
+    from raydeck.db.models import TrainingJobRow, TrialRow
+
+    with static_api.app.state.raydeck.db.session() as session:
+        session.add(
+            TrainingJobRow(id="tj-1", kind="tuning", display_name="sweep", state="RUNNING", spec={})
+        )
+        session.flush()
+        for number, state in enumerate(["SUCCEEDED", "SUCCEEDED", "RUNNING"]):
+            session.add(
+                TrialRow(
+                    id=f"tr-{number}", tuning_job_id="tj-1", number=number, state=state, params={}
+                )
+            )
+    samples = _samples(static_api)
+    assert _value(samples, "raydeck_tuning_trials", tuning_job="sweep", state="SUCCEEDED") == 2
+    assert _value(samples, "raydeck_tuning_trials", tuning_job="sweep", state="RUNNING") == 1
+    assert _value(samples, "raydeck_training_jobs", kind="tuning", state="RUNNING") == 1

@@ -24,6 +24,8 @@ from raydeck.db.models import (
     CostRecordRow,
     EndpointRow,
     JobRow,
+    TrainingJobRow,
+    TrialRow,
 )
 from raydeck.db.session import Database
 
@@ -123,6 +125,16 @@ class _StateCollector(Collector):
             "Cost accrued by clusters, in the catalog's currency",
             labels=["project", "cluster"],
         )
+        training = GaugeMetricFamily(
+            "raydeck_training_jobs",
+            "Custom and tuning jobs by kind and state",
+            labels=["project", "kind", "state"],
+        )
+        trials = GaugeMetricFamily(
+            "raydeck_tuning_trials",
+            "Hyperparameter tuning trials by state",
+            labels=["project", "tuning_job", "state"],
+        )
         budget_limit = GaugeMetricFamily(
             "raydeck_budget_limit", "Budget hard limit per project", labels=["project"]
         )
@@ -173,6 +185,23 @@ class _StateCollector(Collector):
                 .group_by(CostRecordRow.project, CostRecordRow.subject_name)
             ):
                 cost.add_metric([project, cluster], float(amount or 0.0))
+            for project, kind, state, count in session.execute(
+                select(
+                    TrainingJobRow.project, TrainingJobRow.kind, TrainingJobRow.state, func.count()
+                ).group_by(TrainingJobRow.project, TrainingJobRow.kind, TrainingJobRow.state)
+            ):
+                training.add_metric([project, kind, state], count)
+            for project, job_name, state, count in session.execute(
+                select(
+                    TrainingJobRow.project,
+                    TrainingJobRow.display_name,
+                    TrialRow.state,
+                    func.count(),
+                )
+                .join(TrainingJobRow, TrainingJobRow.id == TrialRow.tuning_job_id)
+                .group_by(TrainingJobRow.project, TrainingJobRow.display_name, TrialRow.state)
+            ):
+                trials.add_metric([project, job_name, state], count)
             for budget in session.scalars(select(BudgetRow)):
                 if budget.limit_amount is not None:
                     budget_limit.add_metric([budget.project], budget.limit_amount)
@@ -186,7 +215,7 @@ class _StateCollector(Collector):
                 budget_spent.add_metric([budget.project], float(spent or 0.0))
                 budget_exhausted.add_metric([budget.project], 1 if budget.exhausted_at else 0)
             extra = [family for collect in self.extra for family in collect(session)]
-        yield from (clusters, nodes, jobs, endpoints, deployed, cost)
+        yield from (clusters, nodes, jobs, endpoints, deployed, cost, training, trials)
         yield from (budget_limit, budget_spent, budget_exhausted)
         yield from extra
 
