@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,6 +13,7 @@ from fastapi.testclient import TestClient
 from raydeck.client import RaydeckClient
 from raydeck.core.models import Role, TokenCreate
 from raydeck.core.settings import Settings
+from raydeck.db.models import utcnow
 from raydeck.server.app import create_app
 from raydeck.server.services.tokens import create_token
 from tests.fakes import InMemoryClusterBackend
@@ -22,25 +25,40 @@ class Api:
     """An in-process server with one token per role."""
 
     def __init__(
-        self, home: Path, *, run_reconcilers: bool, database_url: str | None = None
+        self,
+        home: Path,
+        *,
+        run_reconcilers: bool,
+        database_url: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        backend: InMemoryClusterBackend | None = None,
+        tokens: dict[str, str] | None = None,
+        **settings: Any,
     ) -> None:
         self.settings = Settings(
             home=home,
             reconcile_interval=0.05,
             default_backend="memory",
             database_url=database_url,
+            **settings,
         )
-        self.backend = InMemoryClusterBackend()
+        self.backend = backend or InMemoryClusterBackend()
         self.app = create_app(
-            self.settings, backends={"memory": self.backend}, run_reconcilers=run_reconcilers
+            self.settings,
+            backends={"memory": self.backend},
+            run_reconcilers=run_reconcilers,
+            clock=clock,
         )
         self.http = TestClient(self.app, raise_server_exceptions=False)
         self.http.__enter__()  # runs the lifespan (reconcilers)
         state = self.app.state.raydeck
-        self.tokens: dict[str, str] = {}
+        self.tokens: dict[str, str] = dict(tokens or {})
+        if tokens:  # a restart on the same home: the tokens already exist
+            return
         with state.db.session() as session:
             for role in Role:
-                created = create_token(session, TokenCreate(name=f"{role.value}-t", role=role))
+                request = TokenCreate(name=f"{role.value}-t", role=role.value)
+                created = create_token(session, request)
                 self.tokens[role.value] = created.secret
 
     def headers(self, role: str = "admin") -> dict[str, str]:

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from raydeck.client import RaydeckClient
 from raydeck.core.models import Cluster, ClusterCreate, JobState
+from raydeck.core.models.tuning import HyperparameterTuningJob, HyperparameterTuningJobCreate
 from raydeck.devtools import ServerProcess
 
 T = TypeVar("T")
@@ -69,6 +70,23 @@ TRAIN_MODELS_SCRIPT = textwrap.dedent(
         return path
 
     print("trained:", ray.get([train.remote("sklearn"), train.remote("xgboost")]))
+    """
+)
+
+
+# A tuning trial: gets its parameters as --name=value, reports with raydeck.report.
+TRIAL_SCRIPT = textwrap.dedent(
+    """
+    import argparse, raydeck
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--C", type=float, required=True)
+    X, y = make_classification(600, 8, n_informative=3, flip_y=0.1, random_state=0)
+    model = LogisticRegression(C=parser.parse_args().C, max_iter=500)
+    raydeck.report(accuracy=cross_val_score(model, X, y, cv=3).mean())
     """
 )
 
@@ -132,6 +150,7 @@ def run_quickstart(client: RaydeckClient) -> None:
     if done.state is not JobState.SUCCEEDED:
         raise SystemExit(f"demo job failed: {done.message}")
 
+    tune(client, workdir)
     serve_models(client, workdir)
 
     def scale_down() -> Cluster:
@@ -150,6 +169,47 @@ def run_quickstart(client: RaydeckClient) -> None:
         return "all of its processes stopped"
 
     step("delete the cluster", delete)
+
+
+def tune(client: RaydeckClient, workdir: Path) -> None:
+    """A 6-trial study (Optuna TPE in the control plane), 2 trials at a time on the cluster."""
+    (workdir / "trial.py").write_text(TRIAL_SCRIPT)
+    request = HyperparameterTuningJobCreate.model_validate(
+        {
+            "display_name": "tune-C",
+            "cluster": "demo",
+            "study_spec": {
+                "metrics": [{"metric_id": "accuracy", "goal": "MAXIMIZE"}],
+                "parameters": [
+                    {
+                        "parameter_id": "C",
+                        "double_value_spec": {"min_value": 0.001, "max_value": 10},
+                        "scale_type": "UNIT_LOG_SCALE",
+                    }
+                ],
+                "algorithm": "bayesian",
+                "seed": 0,
+            },
+            "trial_job_spec": {
+                "base_output_dir": str(workdir / "tuning"),
+                "worker_pool_specs": [
+                    {"script": {"path": str(workdir / "trial.py")}, "machine_spec": {"cpus": 1}}
+                ],
+            },
+            "max_trial_count": 6,
+            "parallel_trial_count": 2,
+        }
+    )
+
+    def best(job: HyperparameterTuningJob) -> str:
+        if job.best_trial is None or job.best_trial.final_measurement is None:
+            raise SystemExit(f"demo study {job.state.value}: {job.state_reason}")
+        accuracy = job.best_trial.final_measurement.metrics["accuracy"]
+        c_value = float(job.best_trial.parameters["C"])
+        return f"{job.state.value}: best of 6 trials C={c_value:.3g}, accuracy {accuracy:.3f}"
+
+    job = client.tuning_jobs.create(request)
+    step("tune C with 6 trials, 2 at a time", lambda: client.tuning_jobs.wait(job.id), best)
 
 
 def serve_models(client: RaydeckClient, workdir: Path) -> None:

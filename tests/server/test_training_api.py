@@ -300,7 +300,13 @@ def test_job_tokens_authenticate_until_revoked(static_api: Api, tmp_path: Path) 
     mine = job_tokens.job_runtime_env({"env_vars": {"RAYDECK_TOKEN": "x"}}, state.settings, secret)
     assert mine["env_vars"]["RAYDECK_TOKEN"] == "x"  # never overrides the user's value
     with state.db.session() as session:
-        assert authenticate(session, secret).role.value == "user"
+        token, account = authenticate(session, secret)
+        # Acts as the project's jobs service account: `user` in that project only.
+        assert (token.role, account.name, account.kind) == (
+            "user",
+            "jobs-default",
+            "service_account",
+        )
         stored = session.query(TokenRow).filter(TokenRow.secret_hash == secret).count()
         assert stored == 0  # only the hash is stored
         job_tokens.revoke_job_token(session, "cl-1", "sub-1")

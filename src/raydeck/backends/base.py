@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from raydeck.core.errors import UnavailableError
@@ -22,6 +23,10 @@ __all__ = [
     "ClusterEndpoints",
     "ClusterObservation",
     "ClusterSpec",
+    "LogFileSource",
+    "MetricsSource",
+    "MetricsTarget",
+    "NodeLogFile",
     "NodeObservation",
     "PoolSpec",
 ]
@@ -85,6 +90,36 @@ class ClusterObservation:
 
     def alive_replicas(self, pool: str) -> int:
         return sum(1 for n in self.nodes if n.pool == pool and n.alive)
+
+
+@dataclass(frozen=True)
+class NodeLogFile:
+    node: str  # "head" or "<pool>-<n>"
+    path: Path
+    relative: str  # path under the node's log dir, e.g. "raylet.out" or "serve/replica_x.log"
+
+
+class LogFileSource(ABC):
+    """Capability: the backend can list the Ray log files of a cluster's nodes on this host."""
+
+    @abstractmethod
+    def log_files(self, spec: ClusterSpec) -> list[NodeLogFile]:
+        """Log files that exist now (may be empty); never starts or stops anything."""
+
+
+@dataclass(frozen=True)
+class MetricsTarget:
+    node: str
+    pool: str
+    address: str  # host:port serving Ray's Prometheus metrics of that node at /metrics
+
+
+class MetricsSource(ABC):
+    """Capability: the backend knows where each node exports Ray's own Prometheus metrics."""
+
+    @abstractmethod
+    def metrics_targets(self, spec: ClusterSpec) -> list[MetricsTarget]:
+        """Targets of the nodes that exist now; never starts or stops anything."""
 
 
 class ClusterBackend(ABC):

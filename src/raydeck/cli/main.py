@@ -8,16 +8,20 @@ import typer
 from pydantic import ValidationError
 
 from raydeck.cli import (
+    access,
     batch_predictions,
+    billing,
     clusters,
     custom_jobs,
     data,
     endpoints,
     jobs,
+    logs,
     models,
     pipelines,
     server,
     tokens,
+    top,
     tuning_jobs,
 )
 from raydeck.cli.output import err_console
@@ -38,6 +42,14 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(batch_predictions.app, name="batch-predict")
+app.add_typer(billing.app, name="billing")
+app.add_typer(access.projects, name="projects")
+app.add_typer(access.accounts, name="accounts")
+app.add_typer(access.roles, name="roles")
+app.add_typer(access.bindings, name="bindings")
+app.command("audit")(access.audit)
+app.command("logs")(logs.logs)
+app.command("top")(top.top)
 app.add_typer(data.app, name="data")
 app.add_typer(custom_jobs.app, name="custom-jobs")
 app.add_typer(tuning_jobs.app, name="hpt")

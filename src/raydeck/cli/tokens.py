@@ -15,14 +15,29 @@ app = typer.Typer(help="API tokens (admin only).", no_args_is_help=True)
 @app.command("create")
 def create(
     name: str,
-    role: Annotated[str, typer.Option(help="admin | user | viewer")] = "user",
+    role: Annotated[
+        str | None, typer.Option(help="admin | user | viewer | a custom role (default user)")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Where the role applies (default: every project).")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option(help="Act as this existing account (its role bindings).")
+    ] = None,
     expires_in_days: Annotated[int | None, typer.Option(help="Expire after N days.")] = None,
 ) -> None:
     """Create a token; its secret is shown once."""
     with RaydeckClient() as client:
-        token = client.tokens.create(name, role=role, expires_in_days=expires_in_days)
+        token = client.tokens.create(
+            name,
+            role=role,
+            project=project,
+            account=account,
+            expires_in_days=expires_in_days,
+        )
     console.print(
-        f"token {token.name} ({token.role.value}) created; copy it now, it is shown once:"
+        f"token {token.name} ({token.role or token.account}) created; "
+        "copy it now, it is shown once:"
     )
     console.print(token.secret, highlight=False, soft_wrap=True)
 
@@ -35,7 +50,8 @@ def list_tokens() -> None:
     rows = [
         (
             t.name,
-            t.role.value,
+            t.account or "",
+            t.role or "",
             t.prefix + "…",
             t.created_at.strftime("%Y-%m-%d %H:%M"),
             t.expires_at or "",
@@ -43,7 +59,9 @@ def list_tokens() -> None:
         )
         for t in page.items
     ]
-    print_table("tokens", ["name", "role", "prefix", "created", "expires", "status"], rows)
+    print_table(
+        "tokens", ["name", "account", "role", "prefix", "created", "expires", "status"], rows
+    )
 
 
 @app.command("revoke")

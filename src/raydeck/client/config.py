@@ -23,6 +23,7 @@ __all__ = ["ClientConfig", "load_client_config", "write_credentials", "write_ser
 class ClientConfig:
     server: str
     token: str
+    project: str | None = None  # sent as X-Raydeck-Project; None: the server's "default"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -34,7 +35,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def load_client_config(
-    server: str | None = None, token: str | None = None, settings: Settings | None = None
+    server: str | None = None,
+    token: str | None = None,
+    settings: Settings | None = None,
+    project: str | None = None,
 ) -> ClientConfig:
     settings = settings or get_settings()
     server = server or settings.server or _read_json(settings.server_info_path).get("url")
@@ -48,7 +52,7 @@ def load_client_config(
             f"no token: set RAYDECK_TOKEN or start the server once to create "
             f"{settings.credentials_path}"
         )
-    return ClientConfig(server=server.rstrip("/"), token=token)
+    return ClientConfig(server=server.rstrip("/"), token=token, project=project or settings.project)
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:

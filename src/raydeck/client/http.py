@@ -19,12 +19,16 @@ class ApiTransport:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        project: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.token = token
+        headers = {"Authorization": f"Bearer {token}"}
+        if project:
+            headers["X-Raydeck-Project"] = project
         self.http = httpx.Client(
             base_url=self.server,
-            headers={"Authorization": f"Bearer {token}"},
+            headers=headers,
             timeout=timeout,
             transport=transport,
         )

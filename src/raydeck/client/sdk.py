@@ -22,9 +22,11 @@ from raydeck.client.connections import ConnectionApi
 from raydeck.client.endpoints import BoundEndpoint, EndpointApi
 from raydeck.client.http import ApiTransport, raise_for_error
 from raydeck.client.models import ModelApi
+from raydeck.client.operations import AccessApi, BillingApi, LogApi, MetricsApi
 from raydeck.client.training import CustomJobApi, TrainingPipelineApi, TuningJobApi
 from raydeck.core.errors import FailedPreconditionError, UnavailableError
 from raydeck.core.models import (
+    Caller,
     Cluster,
     ClusterCreate,
     ClusterState,
@@ -214,12 +216,28 @@ class TokenApi:
         self._api = api
 
     def create(
-        self, name: str, *, role: str = "user", expires_in_days: int | None = None
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        project: str | None = None,
+        account: str | None = None,
+        expires_in_days: int | None = None,
     ) -> TokenCreated:
+        """Without ``account``: a service account named ``name`` with ``role`` (default user)
+        in ``project`` (default: every project). With ``account``: acts as that account."""
         request = TokenCreate.model_validate(
-            {"name": name, "role": role, "expires_in_days": expires_in_days}
+            {
+                "name": name,
+                "role": role,
+                "project": project,
+                "account": account,
+                "expires_in_days": expires_in_days,
+            }
         )
-        data = self._api.request("POST", "/api/v1/tokens", json=request.model_dump(mode="json"))
+        data = self._api.request(
+            "POST", "/api/v1/tokens", json=request.model_dump(mode="json", exclude_none=True)
+        )
         return TokenCreated.model_validate(data)
 
     def list(self, *, page_size: int = 100, page_token: str | None = None) -> Page[Token]:
@@ -231,8 +249,8 @@ class TokenApi:
     def revoke(self, name_or_id: str) -> Token:
         return Token.model_validate(self._api.request("DELETE", f"/api/v1/tokens/{name_or_id}"))
 
-    def whoami(self) -> Token:
-        return Token.model_validate(self._api.request("GET", "/api/v1/tokens/self"))
+    def whoami(self) -> Caller:
+        return Caller.model_validate(self._api.request("GET", "/api/v1/tokens/self"))
 
 
 def _has_local_paths(runtime_env: dict[str, Any]) -> bool:
@@ -248,9 +266,17 @@ class RaydeckClient:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        project: str | None = None,
     ) -> None:
-        config = load_client_config(server, token)
-        self._api = ApiTransport(config.server, config.token, timeout=timeout, transport=transport)
+        config = load_client_config(server, token, project=project)
+        self._api = ApiTransport(
+            config.server,
+            config.token,
+            timeout=timeout,
+            transport=transport,
+            project=config.project,
+        )
+        self.project = config.project or "default"
         self.server = config.server
         self.clusters = ClusterApi(self._api)
         self.jobs = JobApi(self._api)
@@ -258,6 +284,10 @@ class RaydeckClient:
         self.models = ModelApi(self._api)
         self.endpoints = EndpointApi(self._api)
         self.batch_predictions = BatchPredictionApi(self._api)
+        self.logs = LogApi(self._api)
+        self.billing = BillingApi(self._api)
+        self.access = AccessApi(self._api)
+        self.metrics = MetricsApi(self._api)
         self.custom_jobs = CustomJobApi(self._api)
         self.tuning_jobs = TuningJobApi(self._api)
         self.training_pipelines = TrainingPipelineApi(self._api)

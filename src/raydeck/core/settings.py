@@ -8,12 +8,18 @@
 | RAYDECK_PUBLIC_URL | http://$RAYDECK_HOST:$RAYDECK_PORT | how clusters reach the server back |
 | RAYDECK_SERVER | from $RAYDECK_HOME/server.json | base URL clients talk to |
 | RAYDECK_TOKEN | from $RAYDECK_HOME/credentials | bearer token clients send |
+| RAYDECK_PROJECT | default | project clients act in (X-Raydeck-Project header) |
 | RAYDECK_RAY_BIND_HOST | 127.0.0.1 | interface Ray's own ports bind to |
 | RAYDECK_PORT_RANGE_START | 30000 | first port handed to local Ray nodes |
 | RAYDECK_RECONCILE_INTERVAL | 1.0 | seconds between reconciler passes |
 | RAYDECK_AUTOSCALE_IDLE_SECONDS | 60 | idle time before an autoscaled replica is removed |
 | RAYDECK_AUTOSCALE_INTERVAL | 2.0 | seconds between autoscaler passes |
 | RAYDECK_ARTIFACT_STORE | $RAYDECK_HOME/artifacts | registry artifacts: path or fsspec URI |
+| RAYDECK_PRICE_CATALOG | built-in default | YAML price catalog (format: services/pricing.py) |
+| RAYDECK_BILLING_INTERVAL | 10.0 | seconds between cost accrual / budget passes |
+| RAYDECK_LOG_COLLECT_INTERVAL | 2.0 | seconds between log collector passes |
+| RAYDECK_LOG_RETENTION_DAYS | 7 | collected log records older than this are deleted |
+| RAYDECK_LOG_RETENTION_MAX_BYTES | 268435456 | oldest log records go first above this much text |
 | RAYDECK_SECRET_KEY_FILE | $RAYDECK_HOME/secret.key | key encrypting stored connection secrets |
 | RAYDECK_WAREHOUSE_DIR | $RAYDECK_HOME/warehouse | where `duckdb` connections keep their files |
 | RAYDECK_MLFLOW_TRACKING_URI | (none) | MLflow server that jobs and trials are mirrored to |
@@ -42,6 +48,7 @@ class Settings(BaseSettings):
     server: str | None = None
     public_url: str | None = None
     token: str | None = None
+    project: str | None = None
     ray_bind_host: str = "127.0.0.1"
     port_range_start: int = 30000
     port_range_end: int = 60000
@@ -50,6 +57,11 @@ class Settings(BaseSettings):
     autoscale_idle_seconds: float = 60.0
     default_backend: str = "local"
     artifact_store: str | None = None
+    price_catalog: Path | None = None
+    billing_interval: float = 10.0
+    log_collect_interval: float = 2.0
+    log_retention_days: float = 7.0
+    log_retention_max_bytes: int = 256 * 1024**2
     secret_key_file: Path | None = None
     warehouse_dir: Path | None = None
     mlflow_tracking_uri: str | None = None

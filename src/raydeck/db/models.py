@@ -12,6 +12,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -20,16 +21,26 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "AccountRow",
+    "AuditRow",
     "Base",
     "BatchPredictionJobRow",
+    "BudgetRow",
     "ClusterRow",
     "ConnectionRow",
+    "CostMeterRow",
+    "CostRecordRow",
+    "CustomRoleRow",
     "EndpointRow",
     "JobRow",
+    "LogCursorRow",
+    "LogRecordRow",
     "MlflowRunRow",
     "ModelAliasRow",
     "ModelRow",
     "ModelVersionRow",
+    "ProjectRow",
+    "RoleBindingRow",
     "TokenRow",
     "TrainingJobRow",
     "TrainingMetricRow",
@@ -69,7 +80,10 @@ class TokenRow(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
-    role: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str | None] = mapped_column(String(64), default=None)  # as created (display)
+    account_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("accounts.id", ondelete="CASCADE"), index=True, default=None
+    )
     prefix: Mapped[str] = mapped_column(String(16))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -341,5 +355,141 @@ class ConnectionRow(Base):
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     secret_ciphertext: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ProjectRow(Base):
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AccountRow(Base):
+    """A user or a service account; tokens act as one, role bindings grant it permissions."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    display_name: Mapped[str | None] = mapped_column(String(128), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoleBindingRow(Base):
+    __tablename__ = "role_bindings"
+    __table_args__ = (
+        UniqueConstraint("account_id", "project", "role", name="uq_role_bindings_binding"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    project: Mapped[str] = mapped_column(String(64), index=True)  # "*": every project
+    role: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomRoleRow(Base):
+    __tablename__ = "custom_roles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    permissions: Mapped[list[Any]] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    time: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    token_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    project: Mapped[str | None] = mapped_column(String(64), default=None)
+    action: Mapped[str] = mapped_column(String(128))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(Text)
+    status_code: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class LogRecordRow(Base):
+    __tablename__ = "log_records"
+    __table_args__ = (Index("ix_log_records_resource", "resource_kind", "resource_id", "id"),)
+
+    # Integer autoincrement: insertion order is the order lines were read, and a stable cursor.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    resource_kind: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    resource_name: Mapped[str] = mapped_column(String(128), index=True)
+    source: Mapped[str] = mapped_column(String(256))
+    severity: Mapped[str] = mapped_column(String(8))
+    time: Mapped[datetime] = mapped_column(index=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class LogCursorRow(Base):
+    """How far a log source was read, so a restarted collector neither skips nor repeats."""
+
+    __tablename__ = "log_cursors"
+
+    source_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CostMeterRow(Base):
+    """The last observation of a cluster: accrual runs from it to the next observation."""
+
+    __tablename__ = "cost_meters"
+
+    cluster_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    cluster_name: Mapped[str] = mapped_column(String(64))
+    observed_at: Mapped[datetime] = mapped_column()
+    billable: Mapped[bool] = mapped_column(default=False)
+    # [{"node", "pool", "hour_price"}] alive at observed_at; [{"kind","id","name"}] attributed
+    nodes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    subjects: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # record ids of the interval that ended at observed_at, extended while nothing changes
+    open_records: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class CostRecordRow(Base):
+    __tablename__ = "cost_records"
+    __table_args__ = (
+        Index("ix_cost_records_project_end", "project", "end_at"),
+        Index("ix_cost_records_subject", "kind", "subject_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # cluster | job | endpoint
+    subject_id: Mapped[str] = mapped_column(String(40))
+    subject_name: Mapped[str] = mapped_column(String(128))
+    cluster_id: Mapped[str] = mapped_column(String(40), index=True)
+    start_at: Mapped[datetime] = mapped_column()
+    end_at: Mapped[datetime] = mapped_column()
+    node_seconds: Mapped[float] = mapped_column(Float)
+    amount: Mapped[float] = mapped_column(Float)
+
+
+class BudgetRow(Base):
+    __tablename__ = "budgets"
+
+    project: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alert_amount: Mapped[float | None] = mapped_column(Float, default=None)
+    limit_amount: Mapped[float | None] = mapped_column(Float, default=None)
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    since: Mapped[datetime] = mapped_column()
+    alerted_at: Mapped[datetime | None] = mapped_column(default=None)
+    exhausted_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

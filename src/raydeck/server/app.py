@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
 from raydeck.backends.base import ClusterBackend
 from raydeck.backends.local import LocalClusterBackend
 from raydeck.core.settings import Settings, get_settings
+from raydeck.db.models import utcnow
 from raydeck.db.session import Database
-from raydeck.server.errors import install_error_handlers
+from raydeck.server.audit import AuditMiddleware
+from raydeck.server.errors import ERROR_RESPONSES, install_error_handlers
+from raydeck.server.metrics import MetricsMiddleware
 from raydeck.server.reconcilers.autoscaler import Autoscaler
 from raydeck.server.reconcilers.batch_predictions import BatchPredictionReconciler
+from raydeck.server.reconcilers.billing import BillingReconciler
 from raydeck.server.reconcilers.clusters import ClusterReconciler
 from raydeck.server.reconcilers.endpoints import EndpointReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
+from raydeck.server.reconcilers.logs import LogCollector
 from raydeck.server.reconcilers.mlflow_mirror import MlflowMirrorReconciler
 from raydeck.server.reconcilers.training import TrainingReconciler
 from raydeck.server.reconcilers.training_pipelines import PipelineReconciler
 from raydeck.server.routers import (
+    access,
     batch_predictions,
+    cluster_metrics,
     clusters,
     connections,
     custom_jobs,
@@ -29,11 +37,13 @@ from raydeck.server.routers import (
     health,
     jobs,
     models,
+    operations,
     ray_proxy,
     tokens,
     training_pipelines,
     tuning_jobs,
 )
+from raydeck.server.services.pricing import load_catalog
 from raydeck.server.state import ServerState
 
 __all__ = ["create_app", "default_backends"]
@@ -54,14 +64,19 @@ def create_app(
     *,
     backends: dict[str, ClusterBackend] | None = None,
     run_reconcilers: bool = True,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
+    """``clock`` is what cost metering and budgets read the time from (tests inject one)."""
     settings = settings or get_settings()
+    catalog = load_catalog(settings.price_catalog)
     db = Database(settings.db_url)
     db.migrate()
     state = ServerState(
         settings=settings,
         db=db,
         backends=backends if backends is not None else default_backends(settings),
+        clock=clock,
+        price_catalog=catalog,
     )
 
     @asynccontextmanager
@@ -74,6 +89,8 @@ def create_app(
                 EndpointReconciler(state).loop,
                 Autoscaler(state).loop,
                 BatchPredictionReconciler(state).loop,
+                BillingReconciler(state, catalog).loop,
+                LogCollector(state).loop,
                 TrainingReconciler(state).loop,
                 PipelineReconciler(state).loop,
             ]
@@ -87,6 +104,7 @@ def create_app(
             for loop in loops:
                 await loop.stop()
             state.wake_callbacks.clear()
+            state.observation_callbacks.clear()
 
     app = FastAPI(
         title="Raydeck",
@@ -96,9 +114,25 @@ def create_app(
     )
     app.state.raydeck = state
     install_error_handlers(app)
-    for module in (health, tokens, clusters, jobs, ray_proxy, models, endpoints, batch_predictions):
-        app.include_router(module.router)
-    for module in (custom_jobs, tuning_jobs, training_pipelines):  # training (issue 5)
-        app.include_router(module.router)
-    app.include_router(connections.router)
+    for module in (
+        health,
+        tokens,
+        access,
+        operations,
+        clusters,
+        cluster_metrics,
+        jobs,
+        ray_proxy,
+        models,
+        endpoints,
+        batch_predictions,
+        custom_jobs,  # training (issue 5)
+        tuning_jobs,
+        training_pipelines,
+        connections,  # warehouse (issue 6)
+    ):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    # Outermost first: metrics see the audit's time too; audit sees the final status.
+    app.add_middleware(AuditMiddleware, state=state)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app

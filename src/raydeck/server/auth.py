@@ -1,33 +1,57 @@
-"""Bearer-token authentication and role-based permission checks (a FastAPI dependency)."""
+"""Bearer-token authentication and per-project permission checks (a FastAPI dependency).
+
+``require("<resource>.<verb>")`` is all a router needs: the caller's account must hold a
+role binding that grants the permission in the request's project, which is the route's
+``{project}`` path parameter, else the ``X-Raydeck-Project`` header, else ``default``.
+Which role grants what is decided in ``services/roles.py`` (one table).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from starlette.requests import HTTPConnection
 
-from raydeck.core.errors import PermissionDeniedError, UnauthenticatedError
-from raydeck.core.models import Role, Token
+from raydeck.core.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from raydeck.core.models import Caller
+from raydeck.core.models.common import NAME_PATTERN
+from raydeck.server.services import access
 from raydeck.server.services import tokens as token_service
+from raydeck.server.services.roles import (
+    GLOBAL_RESOURCES,
+    PROJECT_SCOPED_RESOURCES,
+    SELF_RESOURCES,
+    role_allows,
+)
 from raydeck.server.state import ServerState, get_state
 
-__all__ = ["Principal", "authorize", "bearer_secret", "require", "role_allows"]
+__all__ = [
+    "DEFAULT_PROJECT",
+    "PROJECT_HEADER",
+    "Principal",
+    "authorize",
+    "bearer_secret",
+    "request_project",
+    "require",
+    "role_allows",
+]
 
-Principal = Token
+Principal = Caller
+DEFAULT_PROJECT = "default"
+PROJECT_HEADER = "X-Raydeck-Project"
+_PROJECT_RE = re.compile(NAME_PATTERN)
 
-_READ_VERBS = ("get", "list", "logs")
-
-
-def role_allows(role: Role, permission: str) -> bool:
-    """Permissions are ``<resource>.<verb>``; roles are fixed sets of them."""
-    resource, _, verb = permission.partition(".")
-    if role is Role.ADMIN:
-        return True
-    if role is Role.USER:
-        return resource != "tokens"
-    return verb in _READ_VERBS and resource != "tokens"
+# Keys under request.state the audit middleware reads.
+CALLER_KEY = "raydeck_caller"
+PERMISSION_KEY = "raydeck_permission"
 
 
 def bearer_secret(request: HTTPConnection) -> str:
@@ -38,22 +62,63 @@ def bearer_secret(request: HTTPConnection) -> str:
     return secret.strip()
 
 
+def request_project(request: HTTPConnection) -> str:
+    project = request.path_params.get("project") or request.headers.get(PROJECT_HEADER)
+    project = str(project or DEFAULT_PROJECT)
+    if not _PROJECT_RE.match(project):
+        raise InvalidArgumentError(f"project {project!r} is not a valid name", field="project")
+    return project
+
+
 def authorize(request: HTTPConnection, state: ServerState, permission: str) -> Principal:
-    """401 without a valid token, 403 when the token's role lacks ``permission``."""
+    """401 without a valid token, 403 when no binding grants ``permission`` in the project."""
+    setattr(request.state, PERMISSION_KEY, permission)
     secret = bearer_secret(request)
+    project = request_project(request)
     with state.db.session() as session:
-        principal = token_service.authenticate(session, secret)
-    if not role_allows(principal.role, permission):
-        raise PermissionDeniedError(
-            f"role {principal.role.value!r} may not {permission}", permission=permission
+        token, account = token_service.authenticate(session, secret)
+        bindings = access.roles_in_project(session, account.id, project)
+        caller = Caller(
+            **token.model_dump(),
+            account_kind=account.kind,
+            project=project,
+            roles=sorted({role for role, _ in bindings}),
         )
-    return principal
+        setattr(request.state, CALLER_KEY, caller)
+        if not access.account_allows(session, bindings, permission):
+            where = (
+                "server-wide"
+                if permission.partition(".")[0] in GLOBAL_RESOURCES
+                else f"in project {project!r}"
+            )
+            raise PermissionDeniedError(
+                f"{account.name!r} may not {permission} {where}", permission=permission
+            )
+        if project != DEFAULT_PROJECT:
+            access.get_project_row(session, project)
+            resource = permission.partition(".")[0]
+            if resource not in PROJECT_SCOPED_RESOURCES | GLOBAL_RESOURCES | SELF_RESOURCES:
+                raise FailedPreconditionError(
+                    f"{resource} live in the 'default' project only for now",
+                    field="project",
+                )
+    return caller
 
 
 def require(permission: str) -> Callable[..., Principal]:
     def dependency(
-        request: Request, state: Annotated[ServerState, Depends(get_state)]
+        request: Request,
+        state: Annotated[ServerState, Depends(get_state)],
+        x_raydeck_project: Annotated[
+            str | None,
+            Header(
+                alias=PROJECT_HEADER,
+                description="project to act in (default: 'default')",
+                include_in_schema=True,
+            ),
+        ] = None,
     ) -> Principal:
+        del x_raydeck_project  # read (and validated) by authorize, also for websockets
         return authorize(request, state, permission)
 
     dependency.__name__ = f"require_{permission.replace('.', '_')}"

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from raydeck.core.errors import (
@@ -19,9 +20,43 @@ from raydeck.core.errors import (
     UnauthenticatedError,
 )
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["ERROR_RESPONSES", "ErrorResponse", "error_response", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: ``{"error": {"code", "message", "field"?, "details"?}}``."""
+
+    error: ErrorDetail
+
+
+# Documented on every route so clients (and schema fuzzers) know the error shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "model": ErrorResponse,
+        "description": description,
+        # Explicit, so routes whose success is text/plain (logs) document JSON errors too.
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for status, description in (
+        (400, "invalid_argument: the field named is wrong"),
+        (401, "unauthenticated: missing, unknown, revoked or expired token"),
+        (403, "permission_denied: no role binding grants this in the project"),
+        (404, "not_found"),
+        (409, "already_exists"),
+        (412, "failed_precondition"),
+        (429, "resource_exhausted (e.g. the project's budget limit is reached)"),
+        (503, "unavailable: a cluster or endpoint did not answer"),
+    )
+}
 
 _HTTP_ERRORS: dict[int, type[RaydeckError]] = {
     401: UnauthenticatedError,

@@ -18,6 +18,10 @@ from raydeck.backends.base import (
     ClusterEndpoints,
     ClusterObservation,
     ClusterSpec,
+    LogFileSource,
+    MetricsSource,
+    MetricsTarget,
+    NodeLogFile,
     NodeObservation,
     PoolSpec,
 )
@@ -55,7 +59,11 @@ __all__ = ["LocalClusterBackend"]
 _REGISTER_WAIT_SECONDS = 60.0
 
 
-class LocalClusterBackend(ClusterBackend):
+# Ray's own daemons' logs worth keeping (driver/worker output reaches us per job instead).
+_COLLECTED_LOGS = ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err")
+
+
+class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
     """One head plus one worker raylet per replica, each with its own ports and temp dir."""
 
     kind = "local"
@@ -117,6 +125,39 @@ class LocalClusterBackend(ClusterBackend):
             for directory in dirs:
                 shutil.rmtree(directory, ignore_errors=True)
             self._store.remove(cluster_id)
+
+    # -- LogFileSource ---------------------------------------------------------------------
+
+    def log_files(self, spec: ClusterSpec) -> list[NodeLogFile]:
+        state = self._store.load(spec.cluster_id)
+        if state is None:
+            return []
+        found = []
+        for record in sorted(state.nodes.values(), key=node_order):
+            log_dir = Path(record.temp_dir) / "session_latest" / "logs"
+            candidates = [log_dir / name for name in _COLLECTED_LOGS]
+            candidates += sorted((log_dir / "serve").glob("replica_*.log"))
+            found += [
+                NodeLogFile(record.name, path, str(path.relative_to(log_dir)))
+                for path in candidates
+                if path.is_file()
+            ]
+        return found
+
+    # -- MetricsSource ----------------------------------------------------------------------
+
+    def metrics_targets(self, spec: ClusterSpec) -> list[MetricsTarget]:
+        state = self._store.load(spec.cluster_id)
+        if state is None:
+            return []
+        return [
+            MetricsTarget(
+                record.name,
+                record.pool,
+                host_port(record.node_ip or self._bind_host, record.ports.metrics_export),
+            )
+            for record in sorted(state.nodes.values(), key=node_order)
+        ]
 
     # -- apply ----------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """One pydantic model per resource, used verbatim by server, SDK and CLI."""
 
-from raydeck.core.models.auth import Role, Token, TokenCreate, TokenCreated
+from raydeck.core.models.auth import Caller, Role, Token, TokenCreate, TokenCreated
 from raydeck.core.models.clusters import (
     Cluster,
     ClusterCreate,
@@ -40,6 +40,7 @@ from raydeck.core.models.registry import (
 __all__ = [
     "AliasChanges",
     "BatchingSpec",
+    "Caller",
     "Cluster",
     "ClusterCreate",
     "ClusterState",

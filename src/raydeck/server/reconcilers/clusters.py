@@ -97,6 +97,7 @@ class ClusterReconciler:
         await asyncio.to_thread(
             self._record_running, cluster_id, generation, endpoints, observation
         )
+        self.state.cluster_observed()
 
     def _record_running(
         self,
@@ -146,6 +147,7 @@ class ClusterReconciler:
         spec, backend_kind, _generation, _ = snapshot
         await asyncio.to_thread(self.state.backend(backend_kind).delete, spec)
         await asyncio.to_thread(self._forget, cluster_id)
+        self.state.cluster_observed()
         self._last_health.pop(cluster_id, None)
         log.info("cluster %s deleted", spec.name)
 
@@ -164,6 +166,7 @@ class ClusterReconciler:
         spec, backend_kind, generation, _ = snapshot
         observation = await asyncio.to_thread(self.state.backend(backend_kind).observe, spec)
         await asyncio.to_thread(self._record_health, cluster_id, generation, observation)
+        self.state.cluster_observed()
 
     def _record_health(
         self, cluster_id: str, generation: int, observation: ClusterObservation

@@ -20,32 +20,41 @@ def create_cluster(
     body: ClusterCreate,
     session: DbSession,
     state: State,
-    _: Annotated[Principal, Depends(require("clusters.create"))],
+    caller: Annotated[Principal, Depends(require("clusters.create"))],
 ) -> Cluster:
     backend = body.backend or state.settings.default_backend
     state.backend(backend)  # 400 for an unknown backend before anything is stored
-    return service.create_cluster(session, body, backend=backend, ray_version=RAY_VERSION)
+    return service.create_cluster(
+        session, body, backend=backend, ray_version=RAY_VERSION, project=caller.project
+    )
 
 
 @router.get("")
 def list_clusters(
     session: DbSession,
-    _: Annotated[Principal, Depends(require("clusters.list"))],
+    caller: Annotated[Principal, Depends(require("clusters.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
     state: Annotated[ClusterState | None, Query()] = None,
     label: Annotated[str | None, Query(description="key=value")] = None,
 ) -> Page[Cluster]:
     return service.list_clusters(
-        session, page_size=page_size, page_token=page_token, state=state, label=label
+        session,
+        page_size=page_size,
+        page_token=page_token,
+        state=state,
+        label=label,
+        project=caller.project,
     )
 
 
 @router.get("/{name}")
 def get_cluster(
-    name: str, session: DbSession, _: Annotated[Principal, Depends(require("clusters.get"))]
+    name: str,
+    session: DbSession,
+    caller: Annotated[Principal, Depends(require("clusters.get"))],
 ) -> Cluster:
-    return service.get_cluster(session, name)
+    return service.get_cluster(session, name, caller.project)
 
 
 @router.patch("/{name}")
@@ -53,26 +62,28 @@ def update_cluster(
     name: str,
     body: ClusterUpdate,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("clusters.update"))],
+    caller: Annotated[Principal, Depends(require("clusters.update"))],
 ) -> Cluster:
-    return service.update_cluster(session, name, body)
+    return service.update_cluster(session, name, body, caller.project)
 
 
 @router.delete("/{name}", status_code=202)
 def delete_cluster(
     name: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("clusters.delete"))],
+    caller: Annotated[Principal, Depends(require("clusters.delete"))],
 ) -> Cluster:
-    return service.delete_cluster(session, name)
+    return service.delete_cluster(session, name, caller.project)
 
 
 @router.get("/{name}/credentials")
 def cluster_credentials(
-    name: str, session: DbSession, _: Annotated[Principal, Depends(require("clusters.connect"))]
+    name: str,
+    session: DbSession,
+    caller: Annotated[Principal, Depends(require("clusters.connect"))],
 ) -> dict[str, str | None]:
     """What a Ray client needs to connect: address plus the cluster's Ray auth token."""
-    row = service.get_cluster_row(session, name)
+    row = service.get_cluster_row(session, name, caller.project)
     return {
         "ray_client_address": row.ray_client_address,
         "ray_auth_token": row.ray_auth_token,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from raydeck.core.errors import FailedPreconditionError, UnavailableError
+from raydeck.core.errors import FailedPreconditionError, RaydeckError, UnavailableError
 from raydeck.core.models import (
     DeployModel,
     Endpoint,
@@ -21,6 +22,7 @@ from raydeck.core.models import (
 from raydeck.server.auth import Principal, require
 from raydeck.server.routers.common import DbSession, PageSize, PageToken, State
 from raydeck.server.services import endpoints as service
+from raydeck.server.services.endpoint_events import record_prediction
 from raydeck.server.state import ServerState
 
 router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"])
@@ -122,16 +124,33 @@ async def _data_plane(state: ServerState, endpoint: str, action: str, request: R
             )
         return found.predict_url
 
-    url = await asyncio.to_thread(locate)
-    headers = {"authorization": request.headers.get("authorization", "")}
-    headers["content-type"] = request.headers.get("content-type", "application/json")
+    start = time.perf_counter()
     try:
-        async with httpx.AsyncClient(timeout=60.0) as client:
-            answer = await client.post(
-                f"{url}/{action}", content=await request.body(), headers=headers
-            )
-    except httpx.HTTPError as exc:
-        raise UnavailableError(f"endpoint {endpoint!r} did not answer: {exc}") from exc
+        url = await asyncio.to_thread(locate)
+        headers = {"authorization": request.headers.get("authorization", "")}
+        headers["content-type"] = request.headers.get("content-type", "application/json")
+        try:
+            async with httpx.AsyncClient(timeout=60.0) as client:
+                answer = await client.post(
+                    f"{url}/{action}", content=await request.body(), headers=headers
+                )
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"endpoint {endpoint!r} did not answer: {exc}") from exc
+    except RaydeckError as exc:
+        elapsed = time.perf_counter() - start
+        await asyncio.to_thread(
+            record_prediction, state, endpoint, action, exc.http_status, elapsed, None, str(exc)
+        )
+        raise
+    await asyncio.to_thread(
+        record_prediction,
+        state,
+        endpoint,
+        action,
+        answer.status_code,
+        time.perf_counter() - start,
+        answer.content,
+    )
     return Response(answer.content, answer.status_code, media_type="application/json")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -21,43 +22,51 @@ async def submit_job(
     cluster: str,
     body: JobSubmit,
     state: State,
-    _: Annotated[Principal, Depends(require("jobs.submit"))],
+    caller: Annotated[Principal, Depends(require("jobs.submit"))],
 ) -> Job:
-    return await service.submit_job(state, cluster, body)
+    return await service.submit_job(state, cluster, body, caller.project)
 
 
 @router.get("/jobs")
 def list_jobs(
     session: DbSession,
-    _: Annotated[Principal, Depends(require("jobs.list"))],
+    caller: Annotated[Principal, Depends(require("jobs.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
     cluster: Annotated[str | None, Query()] = None,
     state: Annotated[JobState | None, Query()] = None,
 ) -> Page[Job]:
     return service.list_jobs(
-        session, page_size=page_size, page_token=page_token, cluster=cluster, state=state
+        session,
+        page_size=page_size,
+        page_token=page_token,
+        cluster=cluster,
+        state=state,
+        project=caller.project,
     )
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(
-    job_id: str, state: State, _: Annotated[Principal, Depends(require("jobs.get"))]
+    job_id: str, state: State, caller: Annotated[Principal, Depends(require("jobs.get"))]
 ) -> Job:
+    await asyncio.to_thread(service.ensure_in_project, state, job_id, caller.project)
     return await service.get_job(state, job_id)
 
 
 @router.post("/jobs/{job_id}:stop")
 async def stop_job(
-    job_id: str, state: State, _: Annotated[Principal, Depends(require("jobs.stop"))]
+    job_id: str, state: State, caller: Annotated[Principal, Depends(require("jobs.stop"))]
 ) -> Job:
+    await asyncio.to_thread(service.ensure_in_project, state, job_id, caller.project)
     return await service.stop_job(state, job_id)
 
 
 @router.delete("/jobs/{job_id}")
 async def delete_job(
-    job_id: str, state: State, _: Annotated[Principal, Depends(require("jobs.delete"))]
+    job_id: str, state: State, caller: Annotated[Principal, Depends(require("jobs.delete"))]
 ) -> Job:
+    await asyncio.to_thread(service.ensure_in_project, state, job_id, caller.project)
     return await service.delete_job(state, job_id)
 
 
@@ -65,9 +74,10 @@ async def delete_job(
 async def job_logs(
     job_id: str,
     state: State,
-    _: Annotated[Principal, Depends(require("jobs.logs"))],
+    caller: Annotated[Principal, Depends(require("jobs.logs"))],
     follow: bool = False,
 ) -> PlainTextResponse | StreamingResponse:
+    await asyncio.to_thread(service.ensure_in_project, state, job_id, caller.project)
     if not follow:
         return PlainTextResponse(await service.get_job_logs(state, job_id))
     chunks = service.follow_job_logs(state, job_id)

@@ -46,8 +46,10 @@ _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 async def ray_api_proxy(cluster: str, path: str, request: Request, state: State) -> Response:
     permission = "jobs.get" if request.method in _READ_METHODS else "jobs.submit"
-    await asyncio.to_thread(authorize, request, state, permission)
-    target = await asyncio.to_thread(job_service.cluster_target, state, cluster)
+    caller = await asyncio.to_thread(authorize, request, state, permission)
+    if request.method == "POST" and path.rstrip("/") == "api/jobs":
+        await asyncio.to_thread(job_service.check_budget, state, caller.project)
+    target = await asyncio.to_thread(job_service.cluster_target, state, cluster, caller.project)
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
     headers["authorization"] = f"Bearer {target.ray_auth_token}"
     body = await request.body()
@@ -93,8 +95,8 @@ async def tail_job_logs(websocket: WebSocket, cluster: str, submission_id: str) 
     """Ray's log tail is a websocket (used by `ray job submit`/`ray job logs -f`): relay it."""
     state: ServerState = websocket.app.state.raydeck
     try:
-        await asyncio.to_thread(authorize, websocket, state, "jobs.get")
-        target = await asyncio.to_thread(job_service.cluster_target, state, cluster)
+        caller = await asyncio.to_thread(authorize, websocket, state, "jobs.get")
+        target = await asyncio.to_thread(job_service.cluster_target, state, cluster, caller.project)
     except RaydeckError as exc:
         await websocket.close(code=1008, reason=exc.message[:120])
         return

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from raydeck.core.models import Page, Token, TokenCreate, TokenCreated
+from raydeck.core.models import Caller, Page, Token, TokenCreate, TokenCreated
 from raydeck.server.auth import Principal, require
 from raydeck.server.routers.common import DbSession, PageSize, PageToken
 from raydeck.server.services import tokens as service
@@ -41,5 +41,6 @@ def revoke_token(
 
 
 @router.get("/self", tags=["tokens"])
-def whoami(principal: Annotated[Principal, Depends(require("tokens_self.get"))]) -> Token:
+def whoami(principal: Annotated[Principal, Depends(require("tokens_self.get"))]) -> Caller:
+    """The calling token, its account, and that account's roles in the request's project."""
     return principal

@@ -29,6 +29,7 @@ from raydeck.core.models import (
     WorkerPoolStatus,
 )
 from raydeck.db.models import ClusterRow
+from raydeck.server.services.budgets import check_budget_allows
 from raydeck.server.services.paging import fetch_page
 
 __all__ = [
@@ -118,19 +119,28 @@ def get_cluster_row(session: Session, name: str, project: str = "default") -> Cl
     return row
 
 
-def get_cluster(session: Session, name: str) -> Cluster:
-    return to_model(get_cluster_row(session, name))
+def get_cluster(session: Session, name: str, project: str = "default") -> Cluster:
+    return to_model(get_cluster_row(session, name, project))
 
 
 def create_cluster(
-    session: Session, request: ClusterCreate, *, backend: str, ray_version: str
+    session: Session,
+    request: ClusterCreate,
+    *,
+    backend: str,
+    ray_version: str,
+    project: str = "default",
 ) -> Cluster:
+    check_budget_allows(session, project, "creating clusters")
     if request.ray_version is not None and request.ray_version != ray_version:
         raise InvalidArgumentError(
             f"ray_version {request.ray_version!r} is not available; this server runs {ray_version}",
             field="ray_version",
         )
-    if session.scalar(select(ClusterRow.id).where(ClusterRow.name == request.name)) is not None:
+    taken = select(ClusterRow.id).where(
+        ClusterRow.project == project, ClusterRow.name == request.name
+    )
+    if session.scalar(taken) is not None:
         raise AlreadyExistsError(f"cluster {request.name!r} already exists", field="name")
     spec: dict[str, Any] = {
         "head": request.head.model_dump(mode="json"),
@@ -141,6 +151,7 @@ def create_cluster(
     }
     row = ClusterRow(
         id=new_id("cl"),
+        project=project,
         name=request.name,
         state=ClusterState.PROVISIONING.value,
         backend=backend,
@@ -164,8 +175,9 @@ def list_clusters(
     page_token: str | None,
     state: ClusterState | None = None,
     label: str | None = None,
+    project: str = "default",
 ) -> Page[Cluster]:
-    query = select(ClusterRow)
+    query = select(ClusterRow).where(ClusterRow.project == project)
     if state is not None:
         query = query.where(ClusterRow.state == state.value)
     rows, next_token = fetch_page(session, query, ClusterRow.id, page_size, page_token)
@@ -177,8 +189,10 @@ def list_clusters(
     return Page[Cluster](items=[to_model(r) for r in rows], next_page_token=next_token)
 
 
-def update_cluster(session: Session, name: str, request: ClusterUpdate) -> Cluster:
-    row = get_cluster_row(session, name)
+def update_cluster(
+    session: Session, name: str, request: ClusterUpdate, project: str = "default"
+) -> Cluster:
+    row = get_cluster_row(session, name, project)
     if row.state not in {*ACTIVE_STATES, ClusterState.PROVISIONING.value}:
         raise FailedPreconditionError(
             f"cluster {name!r} is {row.state}; only a running cluster can be resized",
@@ -209,8 +223,8 @@ def update_cluster(session: Session, name: str, request: ClusterUpdate) -> Clust
     return to_model(row)
 
 
-def delete_cluster(session: Session, name: str) -> Cluster:
-    row = get_cluster_row(session, name)
+def delete_cluster(session: Session, name: str, project: str = "default") -> Cluster:
+    row = get_cluster_row(session, name, project)
     if row.state != ClusterState.STOPPING.value:
         row.state = ClusterState.STOPPING.value
         row.state_reason = None

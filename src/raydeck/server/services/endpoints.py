@@ -44,6 +44,7 @@ __all__ = [
     "get_endpoint_row",
     "list_endpoints",
     "rebalance",
+    "scale_to_minimum",
     "to_model",
     "undeploy_model",
     "update_endpoint",
@@ -246,3 +247,17 @@ def delete_endpoint(session: Session, ref: str) -> Endpoint:
         row.state = EndpointState.DELETING.value
         row.generation += 1
     return to_model(row)
+
+
+def scale_to_minimum(row: EndpointRow) -> bool:
+    """Cap every deployed model at its minimum replicas (budget limit); True if changed."""
+    models = [dict(m) for m in row.spec.get("deployed_models", [])]
+    changed = False
+    for model in models:
+        low = int(model.get("min_replica_count", 1))
+        if int(model.get("max_replica_count", low)) != low:
+            model["max_replica_count"] = low
+            changed = True
+    if changed:
+        _mark_changed(row, {**row.spec, "deployed_models": models})
+    return changed

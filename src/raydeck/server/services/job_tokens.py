@@ -3,8 +3,9 @@
 A token is made when Raydeck submits a Ray job (plain job, custom job attempt, tuning driver)
 and revoked when that job ends; only its hash is stored, like every token. The job sees it
 as ``RAYDECK_TOKEN`` next to ``RAYDECK_SERVER`` (the server's advertised URL), unless the
-submitter already set either variable. A job-scoped token has the ``user`` role and expires
-after a week at the latest, in case the revocation is ever missed.
+submitter already set either variable. A job-scoped token acts as the service account
+``jobs-<project>`` of the cluster's project, which has the ``user`` role in that project only,
+and expires after a week at the latest, in case the revocation is ever missed.
 
 Ray shows a job's runtime_env (env vars included) to anyone who can read its jobs, so
 everything Raydeck hands out about Ray jobs (its job API, the Ray Jobs proxy, job and replica
@@ -26,8 +27,10 @@ from sqlalchemy.orm import Session
 
 from raydeck.core.ids import new_id
 from raydeck.core.models import Role
+from raydeck.core.models.access import AccountKind
 from raydeck.core.settings import Settings
-from raydeck.db.models import TokenRow, utcnow
+from raydeck.db.models import AccountRow, ClusterRow, RoleBindingRow, TokenRow, utcnow
+from raydeck.server.services.access import ensure_account
 from raydeck.server.services.tokens import SECRET_PREFIX, hash_secret
 
 __all__ = [
@@ -65,11 +68,14 @@ def issue_job_token(session: Session, cluster_id: str, submission_id: str) -> st
     revoke_job_token(session, cluster_id, submission_id)
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
+    cluster = session.get(ClusterRow, cluster_id)
+    account = _jobs_account(session, cluster.project if cluster is not None else "default")
     session.add(
         TokenRow(
             id=new_id("tok"),
             name=name,
             role=Role.USER.value,
+            account_id=account.id,
             prefix=secret[:12],
             secret_hash=hash_secret(secret),
             created_at=now,
@@ -78,6 +84,26 @@ def issue_job_token(session: Session, cluster_id: str, submission_id: str) -> st
     )
     session.flush()
     return secret
+
+
+def _jobs_account(session: Session, project: str) -> AccountRow:
+    """The service account job tokens of ``project`` act as: ``user`` there, nowhere else."""
+    account = ensure_account(session, f"jobs-{project}", AccountKind.SERVICE_ACCOUNT)
+    bound = session.scalar(
+        select(RoleBindingRow.id).where(
+            RoleBindingRow.account_id == account.id,
+            RoleBindingRow.project == project,
+            RoleBindingRow.role == Role.USER.value,
+        )
+    )
+    if bound is None:
+        session.add(
+            RoleBindingRow(
+                id=new_id("rb"), account_id=account.id, project=project, role=Role.USER.value
+            )
+        )
+        session.flush()
+    return account
 
 
 def revoke_job_token(session: Session, cluster_id: str, submission_id: str) -> None:
@@ -100,13 +126,19 @@ def wants_job_token(runtime_env: dict[str, Any] | None) -> bool:
 
 
 def job_runtime_env(
-    runtime_env: dict[str, Any] | None, settings: Settings, secret: str
+    runtime_env: dict[str, Any] | None,
+    settings: Settings,
+    secret: str,
+    project: str = "default",
 ) -> dict[str, Any]:
-    """``runtime_env`` with RAYDECK_SERVER / RAYDECK_TOKEN added where the user set none."""
+    """``runtime_env`` with RAYDECK_SERVER / RAYDECK_TOKEN (and RAYDECK_PROJECT outside the
+    default project) added where the user set none."""
     env = dict(runtime_env or {})
     env_vars = {str(k): str(v) for k, v in (env.get("env_vars") or {}).items()}
     env_vars.setdefault("RAYDECK_SERVER", settings.advertised_url)
     env_vars.setdefault("RAYDECK_TOKEN", secret)
+    if project != "default":
+        env_vars.setdefault("RAYDECK_PROJECT", project)
     env["env_vars"] = env_vars
     return env
 

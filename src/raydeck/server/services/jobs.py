@@ -23,6 +23,7 @@ from raydeck.core.models import Job, JobState, JobSubmit, Page
 from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.db.models import ClusterRow, JobRow
 from raydeck.server.services import job_tokens
+from raydeck.server.services.budgets import check_budget_allows
 from raydeck.server.services.clusters import ACTIVE_STATES, get_cluster_row
 from raydeck.server.services.paging import fetch_page
 from raydeck.server.state import ServerState
@@ -30,8 +31,10 @@ from raydeck.server.state import ServerState
 __all__ = [
     "ClusterTarget",
     "apply_ray_info",
+    "check_budget",
     "cluster_target",
     "delete_job",
+    "ensure_in_project",
     "follow_job_logs",
     "get_job",
     "get_job_logs",
@@ -50,6 +53,7 @@ class ClusterTarget:
     name: str
     dashboard_url: str
     ray_auth_token: str
+    project: str = "default"
 
     def client(self) -> RayDashboardClient:
         return RayDashboardClient(self.dashboard_url, self.ray_auth_token)
@@ -78,12 +82,12 @@ def _target_from_row(row: ClusterRow) -> ClusterTarget:
         raise FailedPreconditionError(
             f"cluster {row.name!r} is {row.state}; it must be RUNNING", field="cluster"
         )
-    return ClusterTarget(row.id, row.name, row.dashboard_url, row.ray_auth_token)
+    return ClusterTarget(row.id, row.name, row.dashboard_url, row.ray_auth_token, row.project)
 
 
-def cluster_target(state: ServerState, cluster: str) -> ClusterTarget:
+def cluster_target(state: ServerState, cluster: str, project: str = "default") -> ClusterTarget:
     with state.db.session() as session:
-        return _target_from_row(get_cluster_row(session, cluster))
+        return _target_from_row(get_cluster_row(session, cluster, project))
 
 
 def record_submission(
@@ -93,6 +97,7 @@ def record_submission(
     with state.db.session() as session:
         row = JobRow(
             id=new_id("job"),
+            project=target.project,
             cluster_id=target.cluster_id,
             cluster_name=target.name,
             submission_id=submission_id,
@@ -127,8 +132,17 @@ def _submission_taken(state: ServerState, cluster_id: str, submission_id: str) -
         )
 
 
-async def submit_job(state: ServerState, cluster: str, request: JobSubmit) -> Job:
-    target = await asyncio.to_thread(cluster_target, state, cluster)
+def check_budget(state: ServerState, project: str) -> None:
+    """New jobs are refused while the project's budget limit is reached."""
+    with state.db.session() as session:
+        check_budget_allows(session, project, "submitting jobs")
+
+
+async def submit_job(
+    state: ServerState, cluster: str, request: JobSubmit, project: str = "default"
+) -> Job:
+    await asyncio.to_thread(check_budget, state, project)
+    target = await asyncio.to_thread(cluster_target, state, cluster, project)
     submission_id = request.submission_id or f"raydeck-{secrets.token_hex(8)}"
     if await asyncio.to_thread(_submission_taken, state, target.cluster_id, submission_id):
         raise AlreadyExistsError(
@@ -138,7 +152,9 @@ async def submit_job(state: ServerState, cluster: str, request: JobSubmit) -> Jo
     runtime_env = request.runtime_env
     if job_tokens.wants_job_token(runtime_env):
         secret = await asyncio.to_thread(_issue_token, state, target, submission_id)
-        runtime_env = job_tokens.job_runtime_env(runtime_env, state.settings, secret)
+        runtime_env = job_tokens.job_runtime_env(
+            runtime_env, state.settings, secret, target.project
+        )
     try:
         async with target.client() as ray:
             await ray.submit_job(
@@ -196,6 +212,13 @@ def _load(state: ServerState, job_id: str) -> tuple[Job, ClusterTarget | None]:
         return _to_model(row), target
 
 
+def ensure_in_project(state: ServerState, job_id: str, project: str) -> None:
+    """Jobs of other projects do not exist for the caller (404, not 403: no probing)."""
+    with state.db.session() as session:
+        if _job_row(session, job_id).project != project:
+            raise NotFoundError(f"job {job_id!r} not found", field="job")
+
+
 def _store_info(state: ServerState, job_id: str, info: RayJobInfo) -> Job:
     with state.db.session() as session:
         row = _job_row(session, job_id)
@@ -222,8 +245,11 @@ def list_jobs(
     page_token: str | None,
     cluster: str | None = None,
     state: JobState | None = None,
+    project: str | None = None,
 ) -> Page[Job]:
     query = select(JobRow)
+    if project is not None:
+        query = query.where(JobRow.project == project)
     if cluster is not None:
         query = query.where(JobRow.cluster_name == cluster)
     if state is not None:

@@ -1,0 +1,125 @@
+"""Operations on real Ray, through a real server process: a job's output is found by a log
+query (and `raydeck logs --follow`), and a budget breach stops a running job and refuses a
+new cluster — in a project of its own, so the session's other tests are not affected."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from ray.job_submission import JobSubmissionClient
+
+from raydeck.client import RaydeckClient
+from raydeck.core.errors import ResourceExhaustedError, UnavailableError
+from raydeck.core.models import ClusterCreate, JobState
+from raydeck.core.models.operations import BudgetUpdate
+from tests.cli.test_cli import raydeck
+from tests.ray_fixtures import LiveServer
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+PROJECT = "ops-e2e"
+MARKER = "raydeck-ops-marker-7319"
+
+
+@pytest.fixture(scope="module")
+def ops_client(live_server: LiveServer) -> Iterator[RaydeckClient]:
+    with live_server.client() as admin:
+        admin.access.create_project(PROJECT)
+    client = RaydeckClient(live_server.url, live_server.token, timeout=120, project=PROJECT)
+    client.clusters.create(ClusterCreate.model_validate({"name": "ops", "head": {"num_cpus": 1}}))
+    try:
+        client.clusters.wait("ops", timeout=180)
+        yield client
+    finally:
+        client.clusters.delete("ops")
+        client.clusters.wait_deleted("ops", timeout=120)
+        client.close()
+
+
+def _wait_for(check: object, what: str, timeout: float = 90.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()  # type: ignore[operator]
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_job_output_is_found_by_log_query(
+    live_server: LiveServer, ops_client: RaydeckClient
+) -> None:
+    job = ops_client.jobs.submit(
+        "ops", f"python -c \"print('{MARKER}'); import sys; print('boom', file=sys.stderr)\""
+    )
+    assert ops_client.jobs.wait(job.id, timeout=180).state is JobState.SUCCEEDED
+    found = _wait_for(
+        lambda: ops_client.logs.query(f"job/{job.id}", text=MARKER).items, "the job's output"
+    )
+    # Ray's own "Running entrypoint ..." line quotes the command; the output line is exact.
+    [entry] = [e for e in found if e.text == MARKER]  # type: ignore[attr-defined]
+    assert entry.project == PROJECT and entry.source == "ray-jobs-api"
+    assert entry.resource_name == job.submission_id
+    # Found by submission id too; not visible from another project.
+    assert ops_client.logs.query(f"job/{job.submission_id}", text=MARKER).items
+    with live_server.client() as default_project:
+        assert default_project.logs.query(f"job/{job.id}").items == []
+    env = {**live_server.client_env(), "RAYDECK_PROJECT": PROJECT}
+    followed = raydeck(env, "logs", f"job/{job.id}", "--follow", "--poll", "0.3")
+    assert followed.returncode == 0, followed.stderr
+    assert MARKER in followed.stdout and "boom" in followed.stdout
+    # The head's Ray daemon logs are collected as the cluster's.
+    assert _wait_for(lambda: ops_client.logs.query("cluster/ops", page_size=5).items, "raylet")
+
+
+def test_ray_metrics_are_reachable_per_cluster(ops_client: RaydeckClient) -> None:
+    api = ops_client._api
+    [target] = api.request("GET", "/api/v1/clusters/ops/rayMetrics")
+    assert target["labels"]["node"] == "head" and target["labels"]["raydeck_project"] == PROJECT
+
+    def ray_families() -> set[str]:
+        try:
+            text = api.request("GET", "/api/v1/clusters/ops/rayMetrics/head")
+        except UnavailableError:
+            return set()
+        return {f.name for f in text_string_to_metric_families(text) if f.name.startswith("ray_")}
+
+    assert _wait_for(ray_families, "Ray's own metrics on the head")
+
+
+def test_budget_breach_stops_the_running_job_and_refuses_a_cluster(
+    live_server: LiveServer, ops_client: RaydeckClient
+) -> None:
+    job = ops_client.jobs.submit(
+        "ops", "python -c \"import time\nwhile True: print('tick', flush=True); time.sleep(1)\""
+    )
+    _wait_for(lambda: ops_client.jobs.get(job.id).state is JobState.RUNNING, "the job to run")
+    # Any cost at all breaches this limit: the next billing pass enforces it.
+    budget = ops_client.billing.set_budget(
+        PROJECT, BudgetUpdate(alert_amount=1e-9, limit_amount=1e-9)
+    )
+    assert budget.exhausted_at is None
+    stopped = _wait_for(
+        lambda: ops_client.jobs.get(job.id).state is JobState.STOPPED, "the job to be stopped"
+    )
+    assert stopped
+    assert ops_client.billing.get_budget(PROJECT).exhausted_at is not None
+    with pytest.raises(ResourceExhaustedError):
+        ops_client.clusters.create(ClusterCreate.model_validate({"name": "another"}))
+    with pytest.raises(ResourceExhaustedError):
+        ops_client.jobs.submit("ops", "echo refused")
+    ray_jobs = JobSubmissionClient(
+        f"{live_server.url}/api/v1/clusters/ops/ray",
+        headers={"Authorization": f"Bearer {live_server.token}", "X-Raydeck-Project": PROJECT},
+    )
+    with pytest.raises(RuntimeError, match="budget limit"):
+        ray_jobs.submit_job(entrypoint="echo refused too")
+    enforced = ops_client.access.audit(actor="system", action="budgets.enforce").items
+    assert any(job.id in (e.detail or "") for e in enforced)
+    report = ops_client.billing.report("job")
+    assert any(row.key == job.id and row.amount > 0 for row in report.rows)
+    # Lift the stop so the module's cleanup (and later tests) run normally.
+    ops_client.billing.delete_budget(PROJECT)
