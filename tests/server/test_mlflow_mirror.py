@@ -25,7 +25,7 @@ from raydeck.core.models.training import CustomJobSpec, TrainingState
 from raydeck.db.models import ClusterRow, MlflowRunRow, TrainingJobRow, utcnow
 from raydeck.devtools import free_port
 from raydeck.server.services import training_runs as runs
-from raydeck.server.services.mlflow_mirror import MlflowMirror, _key, job_params
+from raydeck.server.services.mlflow_mirror import MlflowMirror, _key, experiment_name, job_params
 from tests.conftest import Api
 from tests.mlflow_server import running_mlflow
 
@@ -184,6 +184,10 @@ def test_params_summarize_the_pools_and_never_carry_env_values() -> None:
     assert "s3cret" not in str(params)
     assert _key("val/acc@top-1 (%)") == "val/acc_top-1 ___"
     assert _key("/../x") == "_/x"
+    row = TrainingJobRow(id="cj-1", kind="custom", display_name="run", project="default")
+    assert experiment_name(row) == "run"
+    row.project = "team"
+    assert experiment_name(row) == "team/run"
 
 
 def test_an_unreachable_mlflow_never_breaks_a_job_and_is_retried_later(dev: Api) -> None:
@@ -275,6 +279,7 @@ def test_custom_jobs_and_trials_become_mlflow_runs_once(dev: Api, mlflow_url: st
     tags = _tags(run)
     assert tags["raydeck.custom_job_id"] == job_id and tags["raydeck.label.team"] == "ml"
     assert (tags["raydeck.state"], tags["raydeck.cluster"]) == ("RUNNING", "dev")
+    assert tags["raydeck.project"] == "default"
 
     # more points and the end: the rest of the series, the final status and end time
     _report(

@@ -40,7 +40,7 @@ from raydeck.db.models import (
 from raydeck.db.session import Database
 from raydeck.server.services.mlflow_rest import MlflowRestClient, MlflowUnavailableError
 
-__all__ = ["MlflowMirror", "RunSnapshot", "backoff_seconds"]
+__all__ = ["MlflowMirror", "RunSnapshot", "backoff_seconds", "experiment_name", "job_params"]
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,12 @@ def _label_tags(labels: dict[str, Any]) -> dict[str, str]:
     return {f"raydeck.label.{k}": str(v) for k, v in labels.items()}
 
 
+def experiment_name(job: TrainingJobRow) -> str:
+    """The job's (or study's) name; ``<project>/<name>`` outside the default project, so
+    projects never share an experiment."""
+    return job.display_name if job.project == "default" else f"{job.project}/{job.display_name}"
+
+
 def _custom_snapshot(row: TrainingJobRow) -> RunSnapshot:
     spec = CustomJobSpec.model_validate(row.spec["job_spec"])
     tags = {
@@ -161,6 +167,7 @@ def _custom_snapshot(row: TrainingJobRow) -> RunSnapshot:
         "raydeck.kind": "custom_job",
         "raydeck.custom_job_id": row.id,
         "raydeck.output_dir": row.spec["base_output_dir"],
+        "raydeck.project": row.project,
         **_label_tags(row.labels),
     }
     if row.cluster_name:
@@ -170,7 +177,7 @@ def _custom_snapshot(row: TrainingJobRow) -> RunSnapshot:
     return RunSnapshot(
         run_id=row.id,
         kind="custom",
-        experiment=row.display_name,
+        experiment=experiment_name(row),
         run_name=row.id,
         state=row.state,
         state_reason=row.state_reason,
@@ -188,6 +195,7 @@ def _trial_snapshot(trial: TrialRow, job: TrainingJobRow) -> RunSnapshot:
         "raydeck.trial_id": trial.id,
         "raydeck.trial_number": str(trial.number),
         "raydeck.tuning_job_id": job.id,
+        "raydeck.project": job.project,
         **_label_tags(job.labels),
     }
     if job.cluster_name:
@@ -195,7 +203,7 @@ def _trial_snapshot(trial: TrialRow, job: TrainingJobRow) -> RunSnapshot:
     return RunSnapshot(
         run_id=trial.id,
         kind="trial",
-        experiment=job.display_name,
+        experiment=experiment_name(job),
         run_name=f"trial-{trial.number}",
         state=trial.state,
         state_reason=trial.state_reason,
