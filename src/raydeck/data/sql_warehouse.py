@@ -21,7 +21,6 @@ import ray.data
 import sqlalchemy as sa
 from ray.data import Dataset
 from ray.data.block import Block, BlockAccessor, BlockMetadata
-from ray.data.datasource.datasink import Datasink
 from ray.data.datasource.datasink import WriteResult as RayWriteResult
 from ray.data.datasource.datasource import Datasource, ReadTask
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -43,9 +42,9 @@ from raydeck.core.models.warehouse import (
     WriteResult,
 )
 from raydeck.data.base import (
+    TableDatasink,
     Warehouse,
     check_columns,
-    find_raydeck_error,
     new_write_id,
     require_read_only_sql,
 )
@@ -244,7 +243,7 @@ class SqlWarehouse(Warehouse):
             Dataset, ray.data.read_datasource(_SqlQueryDatasource(self, require_read_only_sql(sql)))
         )
 
-    def write_table(self, ds: Dataset, dataset: str, table: str, mode: WriteMode) -> WriteResult:
+    def table_sink(self, dataset: str, table: str, mode: WriteMode) -> _StagingTablesDatasink:
         ref = self.ref(dataset, table)
         expected: list[str] | None = None
         target_types: dict[str, Any] = {}
@@ -258,12 +257,7 @@ class SqlWarehouse(Warehouse):
                 target_types = {c.name: c.type for c in columns}
                 if mode is WriteMode.APPEND:
                     expected = [c.name for c in columns]
-        sink = _StagingTablesDatasink(self, dataset, table, mode, expected, target_types)
-        try:
-            ds.write_datasink(sink)
-        except Exception as exc:
-            raise (find_raydeck_error(exc) or exc) from exc
-        return WriteResult(table=ref, mode=mode, rows_written=sink.rows_written)
+        return _StagingTablesDatasink(self, dataset, table, mode, expected, target_types)
 
     def commit(
         self,
@@ -533,7 +527,7 @@ class _SqlQueryDatasource(Datasource):
         ]
 
 
-class _StagingTablesDatasink(Datasink[dict[str, Any] | None]):
+class _StagingTablesDatasink(TableDatasink[dict[str, Any] | None]):
     def __init__(
         self,
         warehouse: SqlWarehouse,

@@ -20,11 +20,10 @@ import pyarrow.csv as pa_csv  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from pydantic_core import to_jsonable_python
 from ray.data.block import Block, BlockAccessor
-from ray.data.datasource.datasink import Datasink
 from ray.data.datasource.datasink import WriteResult as RayWriteResult
 
 from raydeck.core.models.warehouse import FileFormat
-from raydeck.data.base import check_columns
+from raydeck.data.base import TableDatasink, check_columns
 from raydeck.runtime.artifacts import filesystem
 
 __all__ = ["StagedFile", "StagedFilesDatasink", "part_writer"]
@@ -73,7 +72,7 @@ def part_writer(uri: str, fmt: FileFormat, schema: pa.Schema) -> _PartWriter:
     return _PartWriter(fs.open(path, "wb"), fmt, schema)
 
 
-class StagedFilesDatasink(Datasink[StagedFile | None]):
+class StagedFilesDatasink(TableDatasink[StagedFile | None]):
     """Each write task writes its blocks, batch by batch, into one part file under
     ``staging_uri``; ``commit(files, schema, rows)`` runs once in the driver afterwards.
 
