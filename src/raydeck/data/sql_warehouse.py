@@ -217,7 +217,7 @@ class SqlWarehouse(Warehouse):
 
     def read_table(self, dataset: str, table: str, *, parallelism: int = -1) -> Dataset:
         with self._connect() as conn:
-            reflected = self._table(conn, dataset, table)
+            reflected = self._table(conn, dataset, table)  # once, here: tasks get plain SQL
             key = _integer_key(reflected)
             low = high = None
             rows = 0
@@ -227,8 +227,18 @@ class SqlWarehouse(Warehouse):
                         reflected
                     )
                 ).one()
+            preparer = conn.dialect.identifier_preparer
+            columns = ", ".join(preparer.quote(c.name) for c in reflected.columns)
+            select = f"SELECT {columns} FROM {preparer.format_table(reflected)}"
+            key_name = preparer.quote(key.name) if key is not None else None
         source = _KeyRangeDatasource(
-            self, dataset, table, key.name if key is not None else None, low, high, int(rows)
+            self,
+            select,
+            key_name,
+            low,
+            high,
+            int(rows),
+            [sql_to_arrow_type(c.type) for c in reflected.columns],
         )
         return cast(
             Dataset,
@@ -441,38 +451,53 @@ def _transactional_ddl_for_sqlite(engine: Engine) -> None:
 
 
 def _stream(
-    warehouse: SqlWarehouse, statement: Any, types: list[pa.DataType | None] | None
+    warehouse: SqlWarehouse, sql: str, types: list[pa.DataType | None] | None
 ) -> Iterator[Block]:
+    """``sql`` through the driver's own cursor, ``ROWS_PER_BLOCK`` rows per Arrow block.
+
+    No SQLAlchemy result rows on this path: building Row objects cost more than the read.
+    Postgres reads through a server-side (named) cursor so a task never holds its whole
+    range in memory.
+    """
     engine = warehouse.engine()
     try:
-        with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=ROWS_PER_BLOCK).execute(
-                statement
-            )
-            names = list(result.keys())
+        connection = engine.raw_connection()
+        try:
+            driver = connection.driver_connection
+            if engine.dialect.name == "postgresql" and driver is not None:
+                cursor = driver.cursor(name=f"rd_{new_write_id()}")
+            else:
+                cursor = connection.cursor()
+            cursor.execute(sql)
+            names = [d[0] for d in cursor.description]
             column_types = types or [None] * len(names)
             emitted = False
-            for rows in result.partitions(ROWS_PER_BLOCK):
+            while rows := cursor.fetchmany(ROWS_PER_BLOCK):
                 emitted = True
-                yield _rows_to_arrow(names, list(rows), column_types)
+                yield _rows_to_arrow(names, rows, column_types)
             if not emitted:
                 yield _rows_to_arrow(names, [], column_types)
+            cursor.close()
+        finally:
+            connection.close()
     finally:
         engine.dispose()
 
 
 class _KeyRangeDatasource(Datasource):
+    """Integer primary-key ranges of one table, one task each (or one task without a key)."""
+
     def __init__(
         self,
         warehouse: SqlWarehouse,
-        dataset: str,
-        table: str,
+        select: str,
         key: str | None,
         low: int | None,
         high: int | None,
         rows: int,
+        types: list[pa.DataType | None],
     ) -> None:
-        self.warehouse, self.dataset, self.table = warehouse, dataset, table
+        self.warehouse, self.select, self.types = warehouse, select, types
         self.key, self.low, self.high, self.rows = key, low, high, rows
 
     def estimate_inmemory_data_size(self) -> int | None:
@@ -482,30 +507,23 @@ class _KeyRangeDatasource(Datasource):
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
     ) -> list[ReadTask]:
         if self.key is None or self.low is None or self.high is None:
-            return [self._task(None, None)]
+            return [self._task(self.select)]
         tasks = max(1, min(parallelism, math.ceil(self.rows / MIN_ROWS_PER_READ_TASK)))
         span = self.high - self.low + 1
         bounds = [self.low + span * i // tasks for i in range(tasks + 1)]
-        return [self._task(bounds[i], bounds[i + 1]) for i in range(tasks)]
+        return [
+            self._task(
+                f"{self.select} WHERE {self.key} >= {int(bounds[i])} "
+                f"AND {self.key} < {int(bounds[i + 1])}"
+            )
+            for i in range(tasks)
+        ]
 
-    def _task(self, first: int | None, stop: int | None) -> ReadTask:
-        warehouse, dataset, table, key = self.warehouse, self.dataset, self.table, self.key
-
-        def read() -> Iterator[Block]:
-            engine = warehouse.engine()
-            try:
-                with engine.connect() as conn:
-                    reflected = warehouse._table(conn, dataset, table)
-            finally:
-                engine.dispose()
-            statement = sa.select(reflected)
-            if key is not None and first is not None and stop is not None:
-                column = reflected.c[key]
-                statement = statement.where(column >= first, column < stop)
-            types = [sql_to_arrow_type(c.type) for c in reflected.columns]
-            yield from _stream(warehouse, statement, types)
-
-        return ReadTask(read, BlockMetadata(None, None, None, None))
+    def _task(self, sql: str) -> ReadTask:
+        warehouse, types = self.warehouse, self.types
+        return ReadTask(
+            lambda: _stream(warehouse, sql, types), BlockMetadata(None, None, None, None)
+        )
 
 
 class _SqlQueryDatasource(Datasource):
@@ -520,10 +538,7 @@ class _SqlQueryDatasource(Datasource):
     ) -> list[ReadTask]:
         warehouse, sql = self.warehouse, self.sql
         return [
-            ReadTask(
-                lambda: _stream(warehouse, sa.text(_escape_colons(sql)), None),
-                BlockMetadata(None, None, None, None),
-            )
+            ReadTask(lambda: _stream(warehouse, sql, None), BlockMetadata(None, None, None, None))
         ]
 
 
