@@ -204,7 +204,7 @@ def _postgres_figures() -> list[Figure]:
                 "CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT, v DOUBLE PRECISION, s TEXT)"
             )
             conn.exec_driver_sql(
-                "INSERT INTO t SELECT i, i % 97, i * 0.5, 'row-' || i "
+                "INSERT INTO t SELECT i, mod(i, 97), i * 0.5, 'row-' || i "
                 f"FROM generate_series(0, {SQL_ROWS - 1}) AS i"
             )
         engine.dispose()

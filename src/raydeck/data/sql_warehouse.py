@@ -51,7 +51,9 @@ from raydeck.data.base import (
 
 __all__ = ["SqlWarehouse", "arrow_to_sql_type", "sql_to_arrow_type"]
 
-MIN_ROWS_PER_READ_TASK = 50_000
+# Below this a range is not worth a task of its own (task start and block hand-off cost
+# more than reading the rows).
+MIN_ROWS_PER_READ_TASK = 200_000
 ROWS_PER_BLOCK = 65_536
 INSERT_CHUNK = 10_000
 _SYSTEM_SCHEMAS = {"information_schema", "pg_catalog", "pg_toast"}
@@ -130,6 +132,21 @@ class SqlWarehouse(Warehouse):
         if engine.dialect.name == "sqlite":
             _transactional_ddl_for_sqlite(engine)
         return engine
+
+    @property
+    def dialect_name(self) -> str:
+        return str(self._url().get_dialect().name)
+
+    def dbapi_connection(self) -> Any:
+        """A plain DB-API connection of the URL's driver (for read tasks: see ``_stream``)."""
+        engine = sa.create_engine(self._url(), poolclass=NullPool)
+        try:
+            cargs, cparams = engine.dialect.create_connect_args(engine.url)
+            return engine.dialect.connect(*cargs, **cparams)
+        except Exception as exc:  # the driver's own error class: no SQLAlchemy wrapper here
+            raise _unavailable(self.name, exc) from exc
+        finally:
+            engine.dispose()
 
     @property
     def default_dataset(self) -> str:
@@ -455,33 +472,28 @@ def _stream(
 ) -> Iterator[Block]:
     """``sql`` through the driver's own cursor, ``ROWS_PER_BLOCK`` rows per Arrow block.
 
-    No SQLAlchemy result rows on this path: building Row objects cost more than the read.
-    Postgres reads through a server-side (named) cursor so a task never holds its whole
-    range in memory.
+    No SQLAlchemy on this path (no Row objects, no dialect initialization round trips on
+    connect): they cost more than the read. Postgres reads through a server-side (named)
+    cursor so a task never holds its whole range in memory.
     """
-    engine = warehouse.engine()
+    connection = warehouse.dbapi_connection()
     try:
-        connection = engine.raw_connection()
-        try:
-            driver = connection.driver_connection
-            if engine.dialect.name == "postgresql" and driver is not None:
-                cursor = driver.cursor(name=f"rd_{new_write_id()}")
-            else:
-                cursor = connection.cursor()
-            cursor.execute(sql)
-            names = [d[0] for d in cursor.description]
-            column_types = types or [None] * len(names)
-            emitted = False
-            while rows := cursor.fetchmany(ROWS_PER_BLOCK):
-                emitted = True
-                yield _rows_to_arrow(names, rows, column_types)
-            if not emitted:
-                yield _rows_to_arrow(names, [], column_types)
-            cursor.close()
-        finally:
-            connection.close()
+        if warehouse.dialect_name == "postgresql":
+            cursor = connection.cursor(name=f"rd_{new_write_id()}")
+        else:
+            cursor = connection.cursor()
+        cursor.execute(sql)
+        names = [d[0] for d in cursor.description]
+        column_types = types or [None] * len(names)
+        emitted = False
+        while rows := cursor.fetchmany(ROWS_PER_BLOCK):
+            emitted = True
+            yield _rows_to_arrow(names, rows, column_types)
+        if not emitted:
+            yield _rows_to_arrow(names, [], column_types)
+        cursor.close()
     finally:
-        engine.dispose()
+        connection.close()
 
 
 class _KeyRangeDatasource(Datasource):
@@ -566,9 +578,9 @@ class _StagingTablesDatasink(TableDatasink[dict[str, Any] | None]):
         return self.warehouse.ref(self.dataset, self.table)
 
     def on_write_start(self, schema: pa.Schema | None = None) -> None:
+        # The schema *before* maps fused into the write tasks: a fallback for empty writes
+        # only; the staging tables hold what the tasks actually wrote.
         self.schema = schema
-        if schema is not None and self.expected is not None:
-            check_columns(self.ref, self.expected, schema.names)
 
     def write(self, blocks: Any, ctx: Any) -> dict[str, Any] | None:
         engine = self.warehouse.engine()
@@ -605,7 +617,7 @@ class _StagingTablesDatasink(TableDatasink[dict[str, Any] | None]):
     def on_write_complete(self, write_result: RayWriteResult[dict[str, Any] | None]) -> None:
         staged = [r for r in write_result.write_returns if r is not None]
         stages = [sa.Table(r["table"], sa.MetaData(), schema=self.dataset) for r in staged]
-        schema = self.schema
+        schema = None if stages else self.schema
         try:
             if stages:
                 engine = self.warehouse.engine()
