@@ -111,8 +111,8 @@ def sql_to_arrow_type(column_type: Any) -> pa.DataType | None:
 
 
 def _rows_to_arrow(names: list[str], rows: list[Any], types: list[pa.DataType | None]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    arrays = [pa.array(list(values), type=t) for values, t in zip(columns, types, strict=True)]
+    # One list per column by index: several times faster than transposing with zip(*rows).
+    arrays = [pa.array([row[i] for row in rows], type=t) for i, t in enumerate(types[: len(names)])]
     return pa.table(dict(zip(names, arrays, strict=True)))
 
 
