@@ -8,6 +8,9 @@ plain DuckDB in one process. All on one local Ray (2 CPUs), measured in the same
   warehouse vs ``read_sql`` / ``write_sql`` of the same rows.
 - DuckDB write: ``write_table`` vs plain DuckDB inserting the same Arrow table in-process
   (``write_sql`` cannot write DuckDB from parallel tasks: one writer per file).
+- Postgres read/write, when Debian's PostgreSQL server binaries are installed: a throwaway
+  server (tests/postgres_server.py), the ``sql`` warehouse vs ``read_sql`` / ``write_sql``
+  over psycopg.
 
 Figures are seconds for the whole table (lower is better); the report's ratio is
 raydeck/raw, so the issue's "≥ 0.9× the rows/s of the hand-written path" is ratio ≤ 1.11.
@@ -23,12 +26,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import psycopg
 import pyarrow as pa
 import ray
+import sqlalchemy as sa
 
 from benchmarks.report import Figure
 from raydeck.core.models.warehouse import ConnectionKind, ResolvedConnection
 from raydeck.data import open_warehouse, read_table, write_table
+from tests.postgres_server import PG_BIN, running_postgres
 
 __all__ = ["bench_data"]
 
@@ -187,12 +193,69 @@ def _sql_figures(home: Path) -> list[Figure]:
     ]
 
 
+def _postgres_figures() -> list[Figure]:
+    if PG_BIN is None or not (PG_BIN / "initdb").exists():
+        print("  postgres: no server binaries here, skipped")
+        return []
+    with running_postgres() as url:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT, v DOUBLE PRECISION, s TEXT)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO t SELECT i, mod(i, 97), i * 0.5, 'row-' || i "
+                f"FROM generate_series(0, {SQL_ROWS - 1}) AS i"
+            )
+        engine.dispose()
+        wh = open_warehouse(ResolvedConnection(name="pg", kind=ConnectionKind.SQL, url=url))
+        dsn = url.replace("postgresql+psycopg://", "postgresql://")
+
+        def connect() -> psycopg.Connection[tuple[object, ...]]:
+            return psycopg.connect(dsn)
+
+        raydeck_r = _median(lambda: _consume(read_table("pg.public.t", warehouse=wh), SQL_ROWS))
+        raw_r = _median(lambda: _consume(ray.data.read_sql("SELECT * FROM t", connect), SQL_ROWS))
+        ds = read_table("pg.public.t", warehouse=wh).materialize()
+        counter = iter(range(100))
+
+        def raydeck_write() -> None:
+            result = write_table(ds, f"pg.public.copy_{next(counter)}", "create", warehouse=wh)
+            assert result.rows_written == SQL_ROWS
+
+        def raw_write() -> None:
+            name = f"raw_{next(counter)}"
+            with connect() as local:
+                local.execute(
+                    f"CREATE TABLE {name} (id BIGINT PRIMARY KEY, k BIGINT, "
+                    "v DOUBLE PRECISION, s TEXT)"
+                )
+            ds.write_sql(f"INSERT INTO {name} VALUES (%s, %s, %s, %s)", connect)
+
+        raydeck_w = _median(raydeck_write)
+        raw_w = _median(raw_write)
+    print(
+        f"  postgres read: raydeck {_rows_per_s(SQL_ROWS, raydeck_r)}, read_sql "
+        f"{_rows_per_s(SQL_ROWS, raw_r)}; write: raydeck {_rows_per_s(SQL_ROWS, raydeck_w)}, "
+        f"write_sql {_rows_per_s(SQL_ROWS, raw_w)}"
+    )
+    label = f"{SQL_ROWS:,} rows (Postgres)"
+    return [
+        Figure(
+            f"data: SQL table read, {label}, vs ray.data.read_sql", "s", raydeck_r, raw_r, TARGET
+        ),
+        Figure(
+            f"data: SQL table write, {label}, vs Dataset.write_sql", "s", raydeck_w, raw_w, TARGET
+        ),
+    ]
+
+
 def bench_data() -> list[Figure]:
     """Runs on its own local Ray; returns the figures for the report."""
     home = Path(tempfile.mkdtemp(prefix="raydeck-bench-data-"))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        return _duckdb_figures(home) + _sql_figures(home)
+        return _duckdb_figures(home) + _sql_figures(home) + _postgres_figures()
     finally:
         ray.shutdown()

@@ -1,6 +1,7 @@
 """Batch prediction on real Ray through a real server: register → create → SUCCEEDED with exact
 counts and the model's own predictions in the output files, across a server kill -9; a job
-whose input vanished fails with a one-line reason; cancel; logs."""
+whose input vanished fails with a one-line reason; cancel; logs; a DuckDB table in and a
+predictions table out over the CLI (the job resolves the connection with its own token)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import joblib
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from raydeck.client import RaydeckClient
 from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.models import ClusterCreate, JobState
 from raydeck.core.models.batch_predictions import BatchPredictionState
+from raydeck.core.models.warehouse import ConnectionCreate
 from tests.cli.test_cli import assert_one_line_error, raydeck
 from tests.ray_fixtures import LiveServer
 
@@ -190,3 +193,44 @@ def test_cli_create_wait_get_list(
         "--input", str(tmp_path / "nothing-*.csv"), "--output", str(tmp_path / "o2"),
     )  # fmt: skip
     assert_one_line_error(missing, "invalid_argument", "matches no file")
+
+
+def test_duckdb_table_in_predictions_table_out(
+    live_server: LiveServer, live_client: RaydeckClient, cluster: str, model: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "bp.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE customers (id BIGINT, f0 DOUBLE, f1 DOUBLE, f2 DOUBLE, f3 DOUBLE)")
+    con.executemany(
+        "INSERT INTO customers VALUES (?, ?, ?, ?, ?)", [(i, *x) for i, x in enumerate(X.tolist())]
+    )
+    con.close()
+    live_client.connections.create(ConnectionCreate(name="bpwh", kind="duckdb", path=str(path)))
+    env = live_server.client_env()
+    created = raydeck(
+        env,
+        "batch-predict", "create", "--model", model, "--cluster", cluster,
+        "--input-table", "bpwh.main.customers", "--output-table", "bpwh.scores.churn",
+        *(arg for f in FEATURES for arg in ("--feature-column", f)), "--wait",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert f"{ROWS} rows ({ROWS} ok, 0 failed)" in created.stdout
+    assert "table bpwh.scores.churn (create)" in created.stdout
+    job_id = created.stdout.split("created ", 1)[1].split()[0]
+    job = live_client.batch_predictions.get(job_id)
+    assert job.output_files == []
+
+    con = duckdb.connect(str(path), read_only=True)
+    rows = con.execute("SELECT id, prediction, error FROM scores.churn ORDER BY id").fetchall()
+    con.close()
+    assert [r[0] for r in rows] == list(range(ROWS))  # every row once
+    assert all(r[2] is None for r in rows)
+    assert [r[1] for r in rows] == MODEL.predict(X).astype(float).tolist()
+
+    # create again: refused up front, the table keeps its rows
+    again = raydeck(
+        env,
+        "batch-predict", "create", "--model", model, "--cluster", cluster,
+        "--input-table", "bpwh.main.customers", "--output-table", "bpwh.scores.churn",
+    )  # fmt: skip
+    assert_one_line_error(again, "already_exists", "bpwh.scores.churn")

@@ -1,6 +1,9 @@
 """Warehouse data through a real cluster and a real server: 1,000,000 rows read from a DuckDB
 connection, transformed and written back by a Ray job using ``raydeck.data``, checked with
-exact counts and checksums computed independently by DuckDB; then browsed over the CLI."""
+exact counts and checksums computed independently by DuckDB; then browsed over the CLI.
+Neither the Ray job nor the training job is handed credentials: Raydeck gives every job it
+submits RAYDECK_SERVER and a job-scoped RAYDECK_TOKEN, with which ``raydeck.data`` resolves
+connections."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import pytest
 
 from raydeck.client import RaydeckClient
 from raydeck.core.models import ClusterCreate, JobState
+from raydeck.core.models.training import CustomJobCreate, TrainingState
 from raydeck.core.models.warehouse import ConnectionCreate
 from tests.cli.test_cli import raydeck
 from tests.ray_fixtures import LiveServer
@@ -85,10 +89,6 @@ def test_million_row_duckdb_round_trip_through_a_cluster(
         cluster,
         "python round_trip.py",
         working_dir=tmp_path / "job",
-        # Until Raydeck jobs get these by default, the test hands the job its credentials.
-        runtime_env={
-            "env_vars": {"RAYDECK_SERVER": live_server.url, "RAYDECK_TOKEN": live_server.token}
-        },
     )
     done = live_client.jobs.wait(job.id, timeout=900)
     logs = live_client.jobs.logs(job.id)
@@ -117,3 +117,45 @@ def test_million_row_duckdb_round_trip_through_a_cluster(
     )
     assert query.returncode == 0, query.stderr
     assert f"{ROWS}" in query.stdout
+
+
+TRAIN = """
+import os
+import joblib
+import raydeck.data as rdata
+from sklearn.linear_model import LinearRegression
+
+frame = rdata.read_table("wh.main.train").to_pandas()
+model = LinearRegression().fit(frame[["x"]], frame["y"])
+os.makedirs(os.environ["AIP_MODEL_DIR"], exist_ok=True)
+joblib.dump(model, os.path.join(os.environ["AIP_MODEL_DIR"], "model.joblib"))
+print(f"trained on {len(frame)} rows, slope {model.coef_[0]:.3f}")
+"""
+
+
+def test_custom_job_reads_a_table_with_its_injected_credentials(
+    live_client: RaydeckClient, cluster: str, tmp_path: Path
+) -> None:
+    connection = live_client.connections.get("wh")  # made by the round-trip test above
+    assert connection.path is not None
+    con = duckdb.connect(connection.path)
+    con.execute(
+        "CREATE OR REPLACE TABLE train AS SELECT range AS x, 2 * range + 1 AS y FROM range(2000)"
+    )
+    con.close()
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(TRAIN))
+    job = live_client.custom_jobs.create(
+        CustomJobCreate.model_validate(
+            {
+                "cluster": cluster,
+                "base_output_dir": str(tmp_path / "out"),
+                "worker_pool_specs": [{"script": {"path": str(script)}}],
+            }
+        )
+    )
+    done = live_client.custom_jobs.wait(job.id, timeout=300)
+    log = live_client.custom_jobs.logs(job.id)
+    assert done.state is TrainingState.SUCCEEDED, f"{done.state_reason}\n{log[-2000:]}"
+    assert "trained on 2000 rows, slope 2.000" in log
+    assert (tmp_path / "out" / "model" / "model.joblib").is_file()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import joblib
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,10 +16,12 @@ import ray
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from raydeck.core.errors import InvalidArgumentError
-from raydeck.core.models.batch_predictions import BatchPredictSpec
+from raydeck.core.errors import InvalidArgumentError, RaydeckError
+from raydeck.core.models.batch_predictions import BatchOutputMode, BatchPredictSpec
+from raydeck.core.models.warehouse import ConnectionCreate
 from raydeck.runtime.batch_files import PROGRESS_FILE, SUMMARY_FILE
 from raydeck.runtime.batch_predict import failure_reason, run
+from tests.conftest import Api
 
 pytestmark = pytest.mark.ray
 
@@ -166,3 +169,71 @@ def test_a_model_that_does_not_load_fails_with_one_line(tmp_path: Path) -> None:
     reason = failure_reason(caught.value)
     assert reason.startswith("cannot load the sklearn model"), reason
     assert "\n" not in reason
+
+
+def test_table_in_table_out_with_exact_counts_and_failed_rows(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A DuckDB table (2 rows with a NULL feature) → predictions table beside its columns;
+    connections resolved through an in-process control plane, as the job does with its token."""
+    path = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE features (id BIGINT, f0 DOUBLE, f1 DOUBLE, f2 DOUBLE, f3 DOUBLE)")
+    rows = [(i, *map(float, x)) for i, x in enumerate(X)]
+    rows[7] = (7, None, *rows[7][2:])
+    rows[300] = (300, *rows[300][1:4], None)
+    con.executemany("INSERT INTO features VALUES (?, ?, ?, ?, ?)", rows)
+    con.close()
+    api = Api(tmp_path / "home", run_reconcilers=False)
+    try:
+        client = api.sdk()
+        client.connections.create(ConnectionCreate(name="wh", kind="duckdb", path=str(path)))
+        spec = BatchPredictSpec.model_validate(
+            {
+                "job_id": "bpj-table",
+                "framework": "sklearn",
+                "artifact_uri": str(model_dir),
+                "model_version": "m@1",
+                "input": {"table": "wh.features", "feature_columns": ["f0", "f1", "f2", "f3"]},
+                "output": {"table": "wh.scores.predicted", "mode": "create"},
+                "status_uri": str(tmp_path / "status"),
+                "batch_size": 64,
+            }
+        )
+        summary = run(spec, client=client, poll_seconds=0.1)
+        assert (summary["rows_total"], summary["rows_succeeded"], summary["rows_failed"]) == (
+            500,
+            498,
+            2,
+        )
+        assert summary["output_table"] == "wh.scores.predicted" and summary["output_files"] == []
+        assert json.loads((tmp_path / "status" / SUMMARY_FILE).read_text()) == summary
+        progress = json.loads((tmp_path / "status" / PROGRESS_FILE).read_text())
+        assert (progress["rows_total"], progress["done"]) == (500, True)
+
+        con = duckdb.connect(str(path), read_only=True)
+        out = con.execute(
+            "SELECT id, prediction, error FROM scores.predicted ORDER BY id"
+        ).fetchall()
+        columns = [r[0] for r in con.execute("DESCRIBE scores.predicted").fetchall()]
+        con.close()
+        assert columns == ["id", "f0", "f1", "f2", "f3", "prediction", "error"]
+        assert [r[0] for r in out] == list(range(500))
+        failed = {r[0] for r in out if r[2] is not None}
+        assert failed == {7, 300} and all(out[i][1] is None for i in failed)
+        good = [i for i in range(500) if i not in failed]
+        assert [out[i][1] for i in good] == MODEL.predict(X[good]).astype(float).tolist()
+
+        # append: the same rows again, the table now holds both runs; create again: refused
+        again = spec.model_copy(
+            update={"output": spec.output.model_copy(update={"mode": BatchOutputMode.APPEND})}
+        )
+        assert run(again, client=client)["rows_total"] == 500
+        con = duckdb.connect(str(path), read_only=True)
+        assert con.execute("SELECT count(*) FROM scores.predicted").fetchall() == [(1000,)]
+        con.close()
+        with pytest.raises(RaydeckError) as refused:
+            run(spec, client=client)
+        assert refused.value.code == "already_exists"
+    finally:
+        api.close()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import joblib
 import pytest
 from sklearn.datasets import make_classification
@@ -17,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from raydeck.client import RaydeckClient
 from raydeck.core.models import ClusterCreate
 from raydeck.core.models.batch_predictions import BatchPredictionState, BatchPredictSpec
+from raydeck.core.models.warehouse import ConnectionCreate
 from raydeck.db.models import BatchPredictionJobRow, ClusterRow
 from raydeck.server.services.batch_predictions import entrypoint
 from tests.conftest import Api
@@ -90,7 +92,12 @@ def test_create_stores_a_queued_job_with_everything_resolved(
     assert job["input"]["format"] == "jsonl"  # from the files' extension
     assert (job["batch_size"], job["concurrency"]) == (256, 1)
     assert job["resources"] == {"num_cpus": 1.0, "num_gpus": 0.0}
-    assert job["output"] == {"uri": str(files / "out"), "format": "jsonl"}
+    assert job["output"] == {
+        "uri": str(files / "out"),
+        "format": "jsonl",
+        "table": None,
+        "mode": "create",
+    }
     assert job["counts"] == {"rows_total": 0, "rows_succeeded": 0, "rows_failed": 0}
     assert job["submission_id"].startswith("raydeck-bp-") and job["job_id"] is None
     assert sdk.batch_predictions.get(job["id"]).model_dump(mode="json") == job
@@ -284,3 +291,118 @@ def test_reconciler_waits_for_an_unreachable_cluster_then_fails_with_it(
     ended = sdk.batch_predictions.wait(job.id, timeout=10, poll=0.05)
     assert ended.state is BatchPredictionState.FAILED
     assert ended.state_reason is not None and "cluster 'dev' is" in ended.state_reason
+
+
+# ---- warehouse tables --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def warehouse(sdk: RaydeckClient, files: Path) -> Path:
+    path = files / "wh.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE customers AS SELECT range AS id, range * 0.5 AS f0, "
+        "range * 1.5 AS f1, range % 7 AS f2, range % 3 AS f3 FROM range(20)"
+    )
+    con.execute(
+        "CREATE TABLE scored (id BIGINT, f0 DOUBLE, f1 DOUBLE, f2 BIGINT, f3 BIGINT, "
+        "prediction DOUBLE, error VARCHAR)"
+    )
+    con.execute("CREATE TABLE odd (id BIGINT, prediction DOUBLE)")
+    con.close()
+    sdk.connections.create(ConnectionCreate(name="wh", kind="duckdb", path=str(path)))
+    return path
+
+
+def _table_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": "churn@prod",
+        "cluster": "dev",
+        "input": {"table": "wh.main.customers", "feature_columns": ["f0", "f1", "f2", "f3"]},
+        "output": {"table": "wh.main.predictions"},
+    }
+    body.update(changes)
+    return body
+
+
+def test_table_input_and_output_are_checked_and_stored(
+    static_api: Api, sdk: RaydeckClient, files: Path, warehouse: Path
+) -> None:
+    job = sdk.batch_predictions.create(
+        model="churn@prod",
+        cluster="dev",
+        input_table="wh.customers",
+        output_table="wh.main.predictions",
+        feature_columns=["f0", "f1", "f2", "f3"],
+    )
+    assert (job.input.table, job.input.uris, job.input.format) == ("wh.customers", None, None)
+    assert (job.output.table, job.output.uri, job.output.mode.value) == (
+        "wh.main.predictions",
+        None,
+        "create",
+    )
+    assert sdk.batch_predictions.get(job.id) == job
+    with static_api.app.state.raydeck.db.session() as session:
+        argv = shlex.split(entrypoint(session.get(BatchPredictionJobRow, job.id)))
+    spec = BatchPredictSpec.model_validate_json(argv[4])
+    # Progress and summary of a table output live in the artifact store, per job.
+    settings = static_api.app.state.raydeck.settings
+    assert spec.status_directory == f"{settings.artifact_root}/batch_predictions/{job.id}"
+    assert "secret" not in argv[4]  # the job resolves connections itself, with its token
+
+    # The same output table again while the first job is live: refused.
+    second = static_api.http.post(PATH, json=_table_body(), headers=static_api.headers())
+    assert second.status_code == 400, second.text
+    assert second.json()["error"]["field"] == "output.table"
+
+    # Appending to a table with exactly the predictions' columns is fine; files → table too.
+    appended = _table_body(output={"table": "wh.main.scored", "mode": "append"})
+    response = static_api.http.post(PATH, json=appended, headers=static_api.headers())
+    assert response.status_code == 201, response.text
+    from_files = _body(files, output={"table": "wh.main.from_files"})
+    response = static_api.http.post(PATH, json=from_files, headers=static_api.headers())
+    assert response.status_code == 201, response.text
+    assert response.json()["input"]["format"] == "jsonl"
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "field"),
+    [
+        ({"input": {"table": "wh"}}, 400, "input.table"),
+        ({"input": {"table": "wh.main.1bad"}}, 400, "input.table"),
+        ({"input": {"table": "nope.main.customers"}}, 404, "input.table"),
+        ({"input": {"table": "wh.main.missing"}}, 404, "input.table"),
+        ({"input": {"table": "wh.nope.customers"}}, 404, "input.table"),
+        ({"input": {"table": "wh.customers", "uris": ["/tmp"]}}, 400, "input"),
+        ({"input": {"table": "wh.customers", "format": "csv"}}, 400, "input"),
+        (
+            {"input": {"table": "wh.customers", "feature_columns": ["f0", "f9"]}},
+            400,
+            "input.feature_columns",
+        ),
+        ({"input": {"table": "wh.odd"}}, 400, "input.table"),  # has a "prediction" column
+        ({"output": {"table": "wh.main.customers"}}, 409, "output.table"),  # create: exists
+        ({"output": {"table": "wh.main.odd", "mode": "append"}}, 400, "output.table"),
+        ({"output": {"table": "nope.t"}}, 404, "output.table"),
+        ({"output": {"table": "wh.t", "mode": "overwrite"}}, 400, "output.mode"),
+        ({"output": {"table": "wh.t", "uri": "/tmp/x"}}, 400, "output"),
+        ({"output": {}}, 400, "output"),
+    ],
+)
+def test_bad_table_requests_name_the_field_and_store_nothing(
+    static_api: Api,
+    sdk: RaydeckClient,
+    warehouse: Path,
+    changes: dict[str, Any],
+    status: int,
+    field: str,
+) -> None:
+    response = static_api.http.post(PATH, json=_table_body(**changes), headers=static_api.headers())
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["field"] == field, error
+    assert _stored(static_api) == 0
+    con = duckdb.connect(str(warehouse), read_only=True)
+    tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+    con.close()
+    assert tables == {"customers", "scored", "odd"}

@@ -11,6 +11,7 @@ import pytest
 from raydeck.core.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from raydeck.core.models.warehouse import ConnectionCreate, ConnectionUpdate
 from raydeck.db.models import ConnectionRow
+from tests.bigquery_fake import running_fake_bigquery
 from tests.conftest import Api
 
 
@@ -165,10 +166,52 @@ def test_files_connection_lists_tables(static_api: Api, tmp_path: Path) -> None:
     assert [k.value for k in (sdk.connections.list(kind="files").items[0].kind,)] == ["files"]
 
 
-def test_bigquery_connection_is_stored_but_not_yet_browsable(static_api: Api) -> None:
-    body = {"name": "bq", "kind": "bigquery", "project": "my-project", "dataset": "sales"}
-    status, created = _create(static_api, body)
-    assert status == 201 and created["project"] == "my-project"
-    response = static_api.http.get("/api/v1/connections/bq/tables", headers=static_api.headers())
-    assert response.status_code == 412
-    assert "cannot be browsed" in response.json()["error"]["message"]
+def test_bigquery_connection_browses_through_the_rest_api(static_api: Api) -> None:
+    """Against a wire-level FAKE of BigQuery's REST API (tests/bigquery_fake.py), not BigQuery."""
+    with running_fake_bigquery("my-project") as fake:
+        fake.create_dataset("sales")
+        fake.sql(
+            "CREATE TABLE `my-project.sales.orders` AS SELECT range AS id, "
+            "'r' || (range % 3) AS region FROM range(25)"
+        )
+        body = {
+            "name": "bq",
+            "kind": "bigquery",
+            "project": "my-project",
+            "dataset": "sales",
+            "api_endpoint": fake.url,
+        }
+        status, created = _create(static_api, body)
+        assert status == 201 and created["project"] == "my-project"
+        headers = static_api.headers()
+        datasets = static_api.http.get("/api/v1/connections/bq/datasets", headers=headers)
+        assert datasets.status_code == 200, datasets.text
+        assert [d["name"] for d in datasets.json()] == ["sales"]
+        tables = static_api.http.get("/api/v1/connections/bq/tables", headers=headers).json()
+        assert [(t["name"], t["row_count"]) for t in tables] == [("orders", 25)]
+        assert [(c["name"], c["type"]) for c in tables[0]["columns"]] == [
+            ("id", "INTEGER"),
+            ("region", "STRING"),
+        ]
+        query = static_api.http.post(
+            "/api/v1/connections/bq:query",
+            json={
+                "sql": "SELECT region, count(*) AS n FROM `sales.orders` GROUP BY region "
+                "ORDER BY region",
+                "limit": 2,
+            },
+            headers=headers,
+        )
+        assert query.status_code == 200, query.text
+        assert query.json()["rows"] == [["r0", 9], ["r1", 8]] and query.json()["truncated"]
+        preview = static_api.http.get(
+            "/api/v1/connections/bq/tables/orders:preview?limit=3", headers=headers
+        )
+        assert preview.status_code == 200, preview.text
+        assert preview.json()["rows"] == [[0, "r0"], [1, "r1"], [2, "r2"]]
+        missing = static_api.http.get(
+            "/api/v1/connections/bq/tables/nope?dataset=sales", headers=headers
+        )
+        assert missing.status_code == 404
+        assert missing.json()["error"]["field"] == "table"
+        assert any("/tables/orders/data" in path for _, path in fake.requests)

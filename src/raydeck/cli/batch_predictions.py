@@ -13,11 +13,14 @@ from raydeck.core.models.batch_predictions import (
     TERMINAL_BATCH_STATES,
     BatchInputFormat,
     BatchOutputFormat,
+    BatchOutputMode,
     BatchPredictionJob,
     BatchPredictionState,
 )
 
-app = typer.Typer(help="Predict over files with a registered model.", no_args_is_help=True)
+app = typer.Typer(
+    help="Predict over files or warehouse tables with a registered model.", no_args_is_help=True
+)
 
 Output = Annotated[str, typer.Option("--output", "-o", help="table|json")]
 
@@ -31,9 +34,17 @@ def _show(job: BatchPredictionJob) -> None:
     console.print(f"[bold]{job.id}[/bold] {job.state.value}  {job.display_name}", highlight=False)
     console.print(f"  model:   {job.model_version} ({job.framework})", highlight=False)
     console.print(f"  cluster: {job.cluster}", highlight=False)
-    uris = ", ".join(job.input.uris)
-    console.print(f"  input:   {uris} ({job.input.format})", highlight=False)
-    console.print(f"  output:  {job.output.uri} ({job.output.format.value})", highlight=False)
+    if job.input.table is not None:
+        console.print(f"  input:   table {job.input.table}", highlight=False)
+    else:
+        uris = ", ".join(job.input.uris or [])
+        console.print(f"  input:   {uris} ({job.input.format})", highlight=False)
+    if job.output.table is not None:
+        console.print(
+            f"  output:  table {job.output.table} ({job.output.mode.value})", highlight=False
+        )
+    else:
+        console.print(f"  output:  {job.output.uri} ({job.output.format.value})", highlight=False)
     console.print(f"  rows:    {_counts(job)}", highlight=False)
     if job.state_reason:
         console.print(f"  reason:  {job.state_reason}", highlight=False)
@@ -52,10 +63,21 @@ def create(
     model: Annotated[str, typer.Option("--model", "-m", help="model, model@version or @alias")],
     cluster: Annotated[str, typer.Option("--cluster", "-c", help="Cluster to run on.")],
     input_uris: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option("--input", "-i", help="File, directory, glob or URI (repeatable)."),
-    ],
-    output: Annotated[str, typer.Option("--output", help="New or empty output directory.")],
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", help="New or empty output directory.")
+    ] = None,
+    input_table: Annotated[
+        str | None, typer.Option("--input-table", help="Input table conn.dataset.table.")
+    ] = None,
+    output_table: Annotated[
+        str | None, typer.Option("--output-table", help="Output table conn.dataset.table.")
+    ] = None,
+    mode: Annotated[
+        BatchOutputMode, typer.Option("--mode", help="Output table: create it, or append.")
+    ] = BatchOutputMode.CREATE,
     input_format: Annotated[
         BatchInputFormat | None,
         typer.Option("--format", help="Input format (default: from the file extension)."),
@@ -74,13 +96,17 @@ def create(
     name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the job ends.")] = False,
 ) -> None:
-    """Run MODEL over INPUT on CLUSTER, writing predictions to OUTPUT."""
+    """Run MODEL over --input files or an --input-table on CLUSTER, writing predictions to an
+    --output directory or an --output-table."""
     with RaydeckClient() as client:
         job = client.batch_predictions.create(
             model=model,
             cluster=cluster,
             input=input_uris,
             output=output,
+            input_table=input_table,
+            output_table=output_table,
+            output_mode=mode.value,
             input_format=input_format.value if input_format else None,
             output_format=output_format.value,
             feature_columns=feature_columns,

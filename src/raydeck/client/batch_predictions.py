@@ -51,6 +51,9 @@ class BatchPredictionApi:
         cluster: str | None = None,
         input: str | Sequence[str] | None = None,
         output: str | None = None,
+        input_table: str | None = None,
+        output_table: str | None = None,
+        output_mode: str = "create",
         input_format: str | None = None,
         output_format: str = "jsonl",
         feature_columns: Sequence[str] | None = None,
@@ -61,24 +64,36 @@ class BatchPredictionApi:
         parameters: dict[str, Any] | None = None,
         display_name: str | None = None,
     ) -> BatchPredictionJob:
-        """From a ``BatchPredictionJobCreate``, or from keywords (``input`` is a path, glob, URI
-        or a list of them; relative local paths are made absolute first)."""
+        """From a ``BatchPredictionJobCreate``, or from keywords: ``input`` (a path, glob, URI
+        or a list of them; relative local paths are made absolute first) or ``input_table``
+        (``conn.dataset.table``); ``output`` (a directory) or ``output_table`` with
+        ``output_mode`` ``create`` or ``append``."""
         if request is None:
             uris = [input] if isinstance(input, str) else list(input or [])
+            source: dict[str, Any] = (
+                {"table": input_table}
+                if input_table is not None and not uris
+                else {"uris": [absolute_uri(u) for u in uris], "format": input_format}
+            )
+            if input_table is not None and uris:
+                source["table"] = input_table  # both given: the server says which to drop
+            target: dict[str, Any] = (
+                {"table": output_table, "mode": output_mode}
+                if output_table is not None and output is None
+                else {"uri": absolute_uri(output) if output else output, "format": output_format}
+            )
+            if output_table is not None and output is not None:
+                target["table"] = output_table
             request = BatchPredictionJobCreate.model_validate(
                 {
                     "display_name": display_name,
                     "model": model,
                     "cluster": cluster,
                     "input": {
-                        "uris": [absolute_uri(u) for u in uris],
-                        "format": input_format,
+                        **source,
                         "feature_columns": list(feature_columns) if feature_columns else None,
                     },
-                    "output": {
-                        "uri": absolute_uri(output) if output else output,
-                        "format": output_format,
-                    },
+                    "output": target,
                     "batch_size": batch_size,
                     "concurrency": concurrency,
                     "resources": {"num_cpus": num_cpus, "num_gpus": num_gpus},

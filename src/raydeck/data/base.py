@@ -18,11 +18,12 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa  # type: ignore[import-untyped]
 from pydantic_core import to_jsonable_python
 from ray.data import Dataset
+from ray.data.datasource.datasink import Datasink
 
 from raydeck.core.errors import InvalidArgumentError, RaydeckError
 from raydeck.core.models.warehouse import (
@@ -37,6 +38,7 @@ from raydeck.core.models.warehouse import (
 )
 
 __all__ = [
+    "TableDatasink",
     "Warehouse",
     "check_columns",
     "find_raydeck_error",
@@ -44,7 +46,29 @@ __all__ = [
     "quote",
     "require_read_only_sql",
     "to_query_result",
+    "write_through",
 ]
+
+_Return = TypeVar("_Return")
+
+
+class TableDatasink(Datasink[_Return]):
+    """A warehouse's staged, all-or-nothing table writer (see the module docstring).
+
+    ``rows_written`` is exact once ``on_write_complete`` has committed. Callers may wrap it
+    (batch prediction counts failed rows on the way through) as long as every Datasink hook
+    is forwarded.
+    """
+
+    rows_written: int = 0
+
+
+def write_through(ds: Dataset, sink: Datasink[Any]) -> None:
+    """``ds.write_datasink(sink)``, with our own typed error out of Ray's wrappers."""
+    try:
+        ds.write_datasink(sink)
+    except Exception as exc:
+        raise (find_raydeck_error(exc) or exc) from exc
 
 
 def quote(identifier: str) -> str:
@@ -186,8 +210,17 @@ class Warehouse(ABC):
     def read_query(self, sql: str, *, parallelism: int = -1) -> Dataset: ...
 
     @abstractmethod
+    def table_sink(self, dataset: str, table: str, mode: WriteMode) -> TableDatasink[Any]:
+        """A datasink writing into ``dataset.table`` as ``mode`` says. Checks what it can
+        up front (``create`` over an existing table, ``append`` with other columns)."""
+
     def write_table(self, ds: Dataset, dataset: str, table: str, mode: WriteMode) -> WriteResult:
         """Stage ``ds`` with Ray Data write tasks, then commit once; all or nothing."""
+        sink = self.table_sink(dataset, table, mode)
+        write_through(ds, sink)
+        return WriteResult(
+            table=self.ref(dataset, table), mode=mode, rows_written=sink.rows_written
+        )
 
     @abstractmethod
     def create_table_as(self, sql: str, dataset: str, table: str, mode: WriteMode) -> WriteResult:

@@ -50,7 +50,6 @@ from raydeck.core.models.warehouse import (
 from raydeck.data.base import (
     Warehouse,
     check_columns,
-    find_raydeck_error,
     new_write_id,
     quote,
     require_read_only_sql,
@@ -295,7 +294,7 @@ class DuckDBWarehouse(Warehouse):
                 raise InvalidArgumentError(f"query failed in DuckDB: {exc}", field="sql") from exc
         return cast(Dataset, ray.data.read_datasource(_QueryDatasource(self.path, body)))
 
-    def write_table(self, ds: Dataset, dataset: str, table: str, mode: WriteMode) -> WriteResult:
+    def table_sink(self, dataset: str, table: str, mode: WriteMode) -> StagedFilesDatasink:
         ref = self.ref(dataset, table)
         exists = self.table_exists(dataset, table)
         if mode is WriteMode.CREATE and exists:
@@ -312,11 +311,7 @@ class DuckDBWarehouse(Warehouse):
             commit=lambda files, schema, _rows: self._commit(files, schema, dataset, table, mode),
             abort=lambda: shutil.rmtree(staging, ignore_errors=True),
         )
-        try:
-            ds.write_datasink(sink)
-        except Exception as exc:
-            raise (find_raydeck_error(exc) or exc) from exc
-        return WriteResult(table=ref, mode=mode, rows_written=sink.rows_written)
+        return sink
 
     def _commit(
         self, files: list[str], schema: pa.Schema | None, dataset: str, table: str, mode: WriteMode

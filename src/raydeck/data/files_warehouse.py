@@ -49,7 +49,6 @@ from raydeck.core.models.warehouse import (
 from raydeck.data.base import (
     Warehouse,
     check_columns,
-    find_raydeck_error,
     new_write_id,
     quote,
 )
@@ -241,7 +240,7 @@ class FilesWarehouse(Warehouse):
         self.query(sql, 0)  # a bad query fails here, in the driver
         return cast(Dataset, ray.data.read_datasource(_FilesQueryDatasource(self, sql)))
 
-    def write_table(self, ds: Dataset, dataset: str, table: str, mode: WriteMode) -> WriteResult:
+    def table_sink(self, dataset: str, table: str, mode: WriteMode) -> StagedFilesDatasink:
         ref = self.ref(dataset, table)
         expected = self._precheck(dataset, table, mode)
         fs, root = self._fs()
@@ -256,11 +255,7 @@ class FilesWarehouse(Warehouse):
             ),
             abort=lambda: _remove(fs, staging),
         )
-        try:
-            ds.write_datasink(sink)
-        except Exception as exc:
-            raise (find_raydeck_error(exc) or exc) from exc
-        return WriteResult(table=ref, mode=mode, rows_written=sink.rows_written)
+        return sink
 
     def _uri(self, fs: Any, path: str) -> str:
         return path if self._is_local() else str(fs.unstrip_protocol(path))

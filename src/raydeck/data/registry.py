@@ -5,6 +5,7 @@ from __future__ import annotations
 from raydeck.core.errors import FailedPreconditionError
 from raydeck.core.models.warehouse import ConnectionKind, ResolvedConnection
 from raydeck.data.base import Warehouse
+from raydeck.data.bigquery_warehouse import BigQueryWarehouse
 from raydeck.data.duckdb_warehouse import DuckDBWarehouse
 from raydeck.data.files_warehouse import FilesWarehouse
 from raydeck.data.sql_warehouse import SqlWarehouse
@@ -15,13 +16,14 @@ _KINDS: dict[ConnectionKind, type[Warehouse]] = {
     ConnectionKind.DUCKDB: DuckDBWarehouse,
     ConnectionKind.SQL: SqlWarehouse,
     ConnectionKind.FILES: FilesWarehouse,
+    ConnectionKind.BIGQUERY: BigQueryWarehouse,
 }
 
 
 def open_warehouse(connection: ResolvedConnection) -> Warehouse:
     """A ``Warehouse`` for a resolved connection; it opens nothing until used."""
     kind = _KINDS.get(connection.kind)
-    if kind is None:  # bigquery: registered and stored, not readable yet
+    if kind is None:  # a kind a newer server knows and this SDK does not
         raise FailedPreconditionError(
             f"connection {connection.name!r} is of kind {connection.kind.value!r}, which "
             "cannot be browsed or read yet",

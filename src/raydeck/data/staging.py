@@ -20,16 +20,15 @@ import pyarrow.csv as pa_csv  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from pydantic_core import to_jsonable_python
 from ray.data.block import Block, BlockAccessor
-from ray.data.datasource.datasink import Datasink
 from ray.data.datasource.datasink import WriteResult as RayWriteResult
 
 from raydeck.core.models.warehouse import FileFormat
-from raydeck.data.base import check_columns
+from raydeck.data.base import TableDatasink, check_columns
 from raydeck.runtime.artifacts import filesystem
 
 __all__ = ["StagedFile", "StagedFilesDatasink", "part_writer"]
 
-StagedFile = dict[str, Any]  # {"path": str, "rows": int}
+StagedFile = dict[str, Any]  # {"path": str, "rows": int, "schema": pa.Schema}
 Committer = Callable[[list[str], pa.Schema | None, int], None]
 
 _EXTENSION = {FileFormat.PARQUET: "parquet", FileFormat.CSV: "csv", FileFormat.JSONL: "jsonl"}
@@ -73,7 +72,7 @@ def part_writer(uri: str, fmt: FileFormat, schema: pa.Schema) -> _PartWriter:
     return _PartWriter(fs.open(path, "wb"), fmt, schema)
 
 
-class StagedFilesDatasink(Datasink[StagedFile | None]):
+class StagedFilesDatasink(TableDatasink[StagedFile | None]):
     """Each write task writes its blocks, batch by batch, into one part file under
     ``staging_uri``; ``commit(files, schema, rows)`` runs once in the driver afterwards.
 
@@ -101,9 +100,10 @@ class StagedFilesDatasink(Datasink[StagedFile | None]):
         self.rows_written = 0
 
     def on_write_start(self, schema: pa.Schema | None = None) -> None:
+        # Ray passes the schema of the write's first input bundle, which is the schema
+        # *before* any map fused into the write tasks: only a fallback for empty writes.
+        # Columns are checked on each task's first block instead.
         self.schema = schema
-        if schema is not None and self.expected_columns is not None:
-            check_columns(self.ref, self.expected_columns, schema.names)
 
     def write(self, blocks: Iterable[Block], ctx: Any) -> StagedFile | None:
         writer: _PartWriter | None = None
@@ -123,14 +123,17 @@ class StagedFilesDatasink(Datasink[StagedFile | None]):
         finally:
             if writer is not None:
                 writer.close()
-        return None if writer is None else {"path": uri, "rows": rows}
+        if writer is None:
+            return None
+        return {"path": uri, "rows": rows, "schema": writer.schema}
 
     def on_write_complete(self, write_result: RayWriteResult[StagedFile | None]) -> None:
         staged = [r for r in write_result.write_returns if r is not None]
         files = [str(r["path"]) for r in staged if r["rows"] > 0]
         rows = sum(int(r["rows"]) for r in staged)
+        schema = staged[0]["schema"] if staged else self.schema  # what the tasks wrote
         try:
-            self._commit(files, self.schema, rows)
+            self._commit(files, schema, rows)
         finally:
             self._abort()  # the staging area is no longer needed either way
         self.rows_written = rows

@@ -1,8 +1,10 @@
 """Batch prediction inside Ray: ``python -m raydeck.runtime.batch_predict --spec '<json>'``.
 
-read (JSONL as text lines, CSV as text columns, Parquet as typed columns) → ``map_batches``
-over an actor pool that loads the model once per actor → a datasink that writes one file per
-write task and returns exact row counts → ``<output>/_summary.json``.
+read (JSONL as text lines, CSV as text columns, Parquet as typed columns, or a warehouse
+table through ``raydeck.data``) → ``map_batches`` over an actor pool that loads the model
+once per actor → a datasink that writes one file per write task (or the warehouse's staged
+table datasink, see ``batch_tables``) and returns exact row counts → ``_summary.json`` in
+the status directory (the output directory, or one the control plane chose for a table).
 
 Nothing a row holds can fail the job: unparseable JSON lines, CSV lines with the wrong number
 of fields and rows the model rejects all come out as rows with an ``error`` and a null
@@ -32,6 +34,7 @@ import ray.data
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
+from raydeck.client import RaydeckClient
 from raydeck.core.errors import InvalidArgumentError, RaydeckError
 from raydeck.core.models.batch_predictions import (
     BatchInputFormat,
@@ -57,6 +60,11 @@ from raydeck.runtime.batch_rows import (
     predict_rows,
     rows_from_lines,
     rows_from_table,
+)
+from raydeck.runtime.batch_tables import (
+    read_input_table,
+    table_output,
+    write_predictions_table,
 )
 from raydeck.runtime.predictors import load_predictor
 
@@ -127,6 +135,8 @@ class BatchPredictor:
         self.columns = spec.input.feature_columns
         self.parameters = spec.parameters
         self.counter = counter
+        self.table_input = spec.input.table is not None
+        self.table_output = spec.output.table is not None
 
     def _columns(self, table: pa.Table) -> list[str]:
         if self.columns:
@@ -148,7 +158,10 @@ class BatchPredictor:
         predictions = predict_rows(self.predictor, rows, self.parameters, columns)
         failed = sum(error is not None for error in rows.errors)
         self.counter.add.remote(len(rows), failed)  # progress only: the sink counts exactly
-        return output_table(rows, predictions)
+        predicted = output_table(rows, predictions)
+        if self.table_output:
+            return table_output(predicted, batch if self.table_input else None)
+        return predicted
 
 
 # ---- output ----------------------------------------------------------------------------------
@@ -341,25 +354,42 @@ def run(
     every_batches: int = PROGRESS_EVERY_BATCHES,
     poll_seconds: float = 1.0,
     rows_per_file: int = ROWS_PER_FILE,
+    client: RaydeckClient | None = None,
 ) -> dict[str, Any]:
     """Predict every row of ``spec.input`` into ``spec.output``; returns the summary it writes.
 
     Needs a connected Ray (``ray.init()``); raises RaydeckError for unusable input/output.
+    Tables' connections are resolved with ``client`` (default: ``RaydeckClient()`` from the
+    job's RAYDECK_SERVER / RAYDECK_TOKEN), in this driver only.
     """
     started = time.monotonic()
-    files = expand_input_uris(spec.input.uris)
-    fmt = spec.input.format or infer_format(files)
-    spec = spec.model_copy(update={"input": spec.input.model_copy(update={"format": fmt})})
-    _check_columns(files, fmt, spec.input.feature_columns)
-    conflict = output_conflict(spec.output.uri)
-    if conflict:
-        raise InvalidArgumentError(conflict, field="output.uri")
-    fs, out_path = filesystem(spec.output.uri)
-    fs.makedirs(out_path, exist_ok=True)
-    print(f"batch prediction {spec.job_id}: {spec.model_version} over {len(files)} file(s)")
-
+    own_client = client is None and bool(spec.input.table or spec.output.table)
+    if own_client:
+        client = RaydeckClient()
+    files: list[str] = []
     counter = _RemoteCounter.remote()
-    dataset = read_input(files, fmt, spec.input.feature_columns, counter).map_batches(
+    if spec.input.table is not None:
+        assert client is not None
+        source = f"table {spec.input.table}"
+        rows_in = read_input_table(spec.input.table, client)
+    else:
+        files = expand_input_uris(spec.input.uris or [])
+        fmt = spec.input.format or infer_format(files)
+        spec = spec.model_copy(update={"input": spec.input.model_copy(update={"format": fmt})})
+        _check_columns(files, fmt, spec.input.feature_columns)
+        source = f"{len(files)} file(s)"
+        rows_in = read_input(files, fmt, spec.input.feature_columns, counter)
+    status = spec.status_directory
+    if spec.output.uri is not None:
+        conflict = output_conflict(spec.output.uri)
+        if conflict:
+            raise InvalidArgumentError(conflict, field="output.uri")
+    fs, status_path = filesystem(status)
+    fs.makedirs(status_path, exist_ok=True)
+    target = spec.output.table or spec.output.uri
+    print(f"batch prediction {spec.job_id}: {spec.model_version} over {source} into {target}")
+
+    dataset = rows_in.map_batches(
         BatchPredictor,
         fn_constructor_kwargs={"spec_json": spec.model_dump_json(), "counter": counter},
         batch_size=spec.batch_size,
@@ -368,33 +398,46 @@ def run(
         num_cpus=spec.num_cpus,
         num_gpus=spec.num_gpus or None,
     )
-    sink = PredictionSink(spec.output.uri, spec.output.format, max(rows_per_file, 1))
-    reporter = _ProgressReporter(counter, spec.output.uri, every_batches, poll_seconds)
+    reporter = _ProgressReporter(counter, status, every_batches, poll_seconds)
     reporter.start()
     try:
-        dataset.write_datasink(sink)
+        if spec.output.table is not None:
+            assert client is not None
+            table_sink = write_predictions_table(
+                dataset, spec.output.table, spec.output.mode, client
+            )
+            rows, failed, output_files = table_sink.rows, table_sink.failed, []
+        else:
+            assert spec.output.uri is not None
+            sink = PredictionSink(spec.output.uri, spec.output.format, max(rows_per_file, 1))
+            dataset.write_datasink(sink)
+            invalid = ray.get(counter.invalid_rows.remote())
+            if invalid:
+                sink.add_invalid_rows(invalid)
+            rows, failed, output_files = sink.rows, sink.failed, sink.files
     finally:
         reporter.stopped.set()
         reporter.join()
-    invalid = ray.get(counter.invalid_rows.remote())
-    if invalid:
-        sink.add_invalid_rows(invalid)
+        if own_client and client is not None:
+            client.close()
     batches = ray.get(counter.totals.remote())["batches"]
     ray.kill(counter)
-    reporter.publish(sink.rows, sink.failed, batches, final=True)  # exact, from the sink
+    reporter.publish(rows, failed, batches, final=True)  # exact, from the sink
     seconds = time.monotonic() - started
     summary = {
         "job_id": spec.job_id,
         "model_version": spec.model_version,
-        "rows_total": sink.rows,
-        "rows_succeeded": sink.rows - sink.failed,
-        "rows_failed": sink.failed,
-        "output_files": sink.files,
+        "rows_total": rows,
+        "rows_succeeded": rows - failed,
+        "rows_failed": failed,
+        "output_files": output_files,
+        "output_table": spec.output.table,
         "input_files": len(files),
+        "input_table": spec.input.table,
         "seconds": round(seconds, 3),
-        "rows_per_second": round(sink.rows / seconds, 1) if seconds > 0 else None,
+        "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None,
     }
-    write_json_file(join_uri(spec.output.uri, SUMMARY_FILE), summary)
+    write_json_file(join_uri(status, SUMMARY_FILE), summary)
     return summary
 
 

@@ -1,4 +1,9 @@
-"""BatchPredictionJob: a model version run over files with Ray Data on a cluster."""
+"""BatchPredictionJob: a model version run over files or a warehouse table with Ray Data.
+
+Input is either files (``{"uris": [...]}``) or a table (``{"table": "conn.dataset.table"}``,
+a connection of the warehouse registry); output is either a directory (``{"uri": ...}``) or
+a table (``{"table": "conn.dataset.table", "mode": "create" | "append"}``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.models.common import LenientModel, StrictModel
+from raydeck.core.models.warehouse import TableRef, WriteMode
 
 __all__ = [
     "TERMINAL_BATCH_STATES",
@@ -17,6 +24,7 @@ __all__ = [
     "BatchInputRecord",
     "BatchOutput",
     "BatchOutputFormat",
+    "BatchOutputMode",
     "BatchOutputRecord",
     "BatchPredictSpec",
     "BatchPredictionCounts",
@@ -29,6 +37,9 @@ __all__ = [
 
 Uri = Annotated[str, Field(min_length=1, max_length=4096)]
 ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+TableName = Annotated[str, Field(min_length=3, max_length=512)]
+# Columns a table output adds next to the input table's own columns.
+PREDICTION_COLUMNS = ("prediction", "error")
 
 
 class BatchPredictionState(StrEnum):
@@ -57,6 +68,28 @@ class BatchOutputFormat(StrEnum):
     PARQUET = "parquet"
 
 
+class BatchOutputMode(StrEnum):
+    """How predictions go into an output table (files outputs always need a new directory)."""
+
+    CREATE = "create"  # a new table; refused when it exists
+    APPEND = "append"  # add rows (the table is created when missing)
+
+    @property
+    def write_mode(self) -> WriteMode:
+        return WriteMode(self.value)
+
+
+def _table_ref(value: str | None, field: str) -> str | None:
+    """``conn.dataset.table`` or ``conn.table``; the error names the field."""
+    if value is None:
+        return None
+    try:
+        TableRef.parse(value, field=field)
+    except InvalidArgumentError as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
 def _unique(values: list[str] | None) -> list[str] | None:
     if values is not None:
         duplicates = sorted({v for v in values if values.count(v) > 1})
@@ -66,14 +99,19 @@ def _unique(values: list[str] | None) -> list[str] | None:
 
 
 class BatchInput(StrictModel):
-    """Files to predict on. ``uris`` are absolute paths, directories, globs or fsspec URIs.
+    """What to predict on: files (``uris``) or one warehouse table (``table``), not both.
 
-    JSONL: one instance per line (a JSON array of features, or an object). CSV/Parquet: one
-    instance per row, made of ``feature_columns`` (default: every column, in file order).
+    ``uris`` are absolute paths, directories, globs or fsspec URIs. JSONL: one instance per
+    line (a JSON array of features, or an object). CSV/Parquet and tables: one instance per
+    row, made of ``feature_columns`` (default: the model's named features when the data has
+    them all, else every column in order).
     """
 
-    uris: Annotated[list[Uri], Field(min_length=1, max_length=1000)]
-    format: BatchInputFormat | None = None  # default: from the first file's extension
+    uris: Annotated[list[Uri], Field(min_length=1, max_length=1000)] | None = None
+    table: TableName | None = Field(
+        default=None, description="conn.dataset.table (or conn.table) of a registered connection"
+    )
+    format: BatchInputFormat | None = None  # files only; default: from the first file's name
     feature_columns: Annotated[list[ColumnName], Field(min_length=1, max_length=10000)] | None = (
         None
     )
@@ -83,12 +121,45 @@ class BatchInput(StrictModel):
     def _unique_columns(cls, value: list[str] | None) -> list[str] | None:
         return _unique(value)
 
+    @field_validator("table")
+    @classmethod
+    def _valid_table(cls, value: str | None) -> str | None:
+        return _table_ref(value, "input.table")
+
+    @model_validator(mode="after")
+    def _files_or_table(self) -> BatchInput:
+        if (self.uris is None) == (self.table is None):
+            raise ValueError("give either uris (files) or table, exactly one of them")
+        if self.table is not None and self.format is not None:
+            raise ValueError("format is for files; a table's columns carry their types")
+        return self
+
 
 class BatchOutput(StrictModel):
-    """A directory (path or fsspec URI) that must not hold results yet."""
+    """Where predictions go: a directory (``uri``, path or fsspec URI, that must not hold
+    results yet) or a warehouse table (``table`` with ``mode``), not both.
 
-    uri: Uri
-    format: BatchOutputFormat = BatchOutputFormat.JSONL
+    A table gets one row per input row: the input table's columns (for a table input; the
+    ``instance`` as JSON text for files) plus ``prediction`` and ``error``.
+    """
+
+    uri: Uri | None = None
+    format: BatchOutputFormat = BatchOutputFormat.JSONL  # files only
+    table: TableName | None = Field(
+        default=None, description="conn.dataset.table (or conn.table) of a registered connection"
+    )
+    mode: BatchOutputMode = BatchOutputMode.CREATE  # table only
+
+    @field_validator("table")
+    @classmethod
+    def _valid_table(cls, value: str | None) -> str | None:
+        return _table_ref(value, "output.table")
+
+    @model_validator(mode="after")
+    def _files_or_table(self) -> BatchOutput:
+        if (self.uri is None) == (self.table is None):
+            raise ValueError("give either uri (a directory) or table, exactly one of them")
+        return self
 
 
 class BatchResources(StrictModel):
@@ -166,8 +237,15 @@ class BatchPredictSpec(LenientModel):
     model_version: str = ""
     input: BatchInputRecord
     output: BatchOutputRecord
+    # Where _progress.json and _summary.json go: the output directory, or for a table output
+    # a directory in the artifact store the control plane reads.
+    status_uri: str = ""
     batch_size: int = 256
     num_cpus: float = 1
     num_gpus: float = 0
     concurrency: int = 1
     parameters: dict[str, Any] | None = None
+
+    @property
+    def status_directory(self) -> str:
+        return self.status_uri or self.output.uri or ""

@@ -2,11 +2,14 @@
 
 Everything it needs is in the rows and in Ray (the submission id is chosen at creation, so a
 re-submission after a restart is recognised), hence nothing is lost when the server dies.
+The Ray job gets RAYDECK_SERVER and a job-scoped RAYDECK_TOKEN (revoked when it ends), with
+which it resolves the warehouse connections of table inputs and outputs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, replace
 from functools import partial
@@ -27,8 +30,9 @@ from raydeck.runtime.batch_files import (
     read_json_file,
 )
 from raydeck.server.reconcilers.loop import ReconcileLoop
+from raydeck.server.services import job_tokens
 from raydeck.server.services import jobs as job_service
-from raydeck.server.services.batch_predictions import LIVE_STATES, entrypoint
+from raydeck.server.services.batch_predictions import LIVE_STATES, entrypoint, status_uri
 from raydeck.server.services.clusters import ACTIVE_STATES
 from raydeck.server.services.jobs import ClusterTarget
 from raydeck.server.state import ServerState
@@ -81,6 +85,7 @@ class BatchPredictionReconciler:
                     end = S.CANCELLED if row.state == S.CANCELLING.value else S.FAILED
                     row.state, row.end_time = end.value, utcnow()
                     row.state_reason = f"cluster {row.cluster_name!r} is {what}"
+                    job_tokens.revoke_job_token(session, row.cluster_id, row.submission_id)
                     continue
                 if not cluster.dashboard_url:
                     continue
@@ -93,7 +98,7 @@ class BatchPredictionReconciler:
                         S(row.state),
                         row.submission_id,
                         target,
-                        row.spec["output"]["uri"],
+                        status_uri(row.spec),
                         entrypoint(row) if row.state == S.QUEUED.value else "",
                     )
                 )
@@ -113,14 +118,24 @@ class BatchPredictionReconciler:
         metadata = {"raydeck_batch_prediction": work.job_id}
         try:
             async with work.target.client() as ray:
-                await ray.submit_job(
-                    work.entrypoint,
-                    submission_id=work.submission_id,
-                    metadata=metadata,
-                    entrypoint_num_cpus=0,  # the driver only coordinates; actors do the work
-                )
-        except AlreadyExistsError:
-            pass  # submitted before a restart: the same Ray job, adopt it
+                try:
+                    await ray.get_job(work.submission_id)
+                    adopted = True  # submitted before a restart: the same Ray job (and token)
+                except NotFoundError:
+                    adopted = False
+                if not adopted:
+                    secret = await asyncio.to_thread(self._token, work)
+                    with contextlib.suppress(AlreadyExistsError):
+                        await ray.submit_job(
+                            work.entrypoint,
+                            submission_id=work.submission_id,
+                            runtime_env=job_tokens.job_runtime_env(
+                                None, self.state.settings, secret
+                            ),
+                            metadata=metadata,
+                            # the driver only coordinates; actors do the work
+                            entrypoint_num_cpus=0,
+                        )
         except UnavailableError as exc:
             await asyncio.to_thread(self._note, work.job_id, f"waiting to submit: {exc.message}")
             return
@@ -131,6 +146,10 @@ class BatchPredictionReconciler:
         request = JobSubmit(entrypoint=work.entrypoint, metadata=metadata)
         job_id = await asyncio.to_thread(self._job_record, work, request)
         await asyncio.to_thread(self._submitted, work.job_id, job_id)
+
+    def _token(self, work: _Work) -> str:
+        with self.state.db.session() as session:
+            return job_tokens.issue_job_token(session, work.target.cluster_id, work.submission_id)
 
     def _job_record(self, work: _Work, request: JobSubmit) -> str:
         """Id of the Raydeck Job for the Ray job (so `jobs list/logs` show it), made once."""
@@ -244,6 +263,7 @@ class BatchPredictionReconciler:
             row.state_reason = reason[:1000] if reason else None
             if new_state in TERMINAL_BATCH_STATES:
                 row.end_time = (info.end_time if info else None) or utcnow()
+                job_tokens.revoke_job_token(session, row.cluster_id, row.submission_id)
 
 
 def _apply_results(row: BatchPredictionJobRow, results: dict[str, Any]) -> None:

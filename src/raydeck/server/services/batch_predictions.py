@@ -1,9 +1,15 @@
 """Batch prediction jobs: checked and stored here; the reconciler submits and tracks them.
 
 A request is refused (4xx naming the field, nothing stored) unless the model version
-resolves, the cluster is running, every input URI names a file, the feature columns exist
-and the output directory is free. The row is stored QUEUED with the Ray submission id it
-will use, so a submission is idempotent across server restarts.
+resolves, the cluster is running, every input URI names a file (or the input table exists),
+the feature columns exist and the output directory is free (or the output table can take
+the predictions: new for ``create``, the same columns for ``append``). The row is stored
+QUEUED with the Ray submission id it will use, so a submission is idempotent across server
+restarts.
+
+Tables are read and written by the Ray job itself through ``raydeck.data``: it resolves the
+connections with the job-scoped token the reconciler gives it, so no secret is stored in
+the job's spec or command line.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from raydeck.core.errors import (
+    AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -26,8 +33,10 @@ from raydeck.core.errors import (
 from raydeck.core.ids import new_id
 from raydeck.core.models import Page
 from raydeck.core.models.batch_predictions import (
+    PREDICTION_COLUMNS,
     TERMINAL_BATCH_STATES,
     BatchInputFormat,
+    BatchOutputMode,
     BatchPredictionCounts,
     BatchPredictionJob,
     BatchPredictionJobCreate,
@@ -35,6 +44,7 @@ from raydeck.core.models.batch_predictions import (
     BatchPredictSpec,
 )
 from raydeck.core.models.registry import ModelVersion
+from raydeck.core.models.warehouse import TableInfo
 from raydeck.db.models import BatchPredictionJobRow, utcnow
 from raydeck.runtime.batch_files import (
     expand_input_uris,
@@ -44,6 +54,7 @@ from raydeck.runtime.batch_files import (
     output_conflict,
 )
 from raydeck.runtime.predictors import predictor_class
+from raydeck.server.services import connections as connection_service
 from raydeck.server.services import jobs as job_service
 from raydeck.server.services.models import resolve_version
 from raydeck.server.services.paging import fetch_page
@@ -60,6 +71,7 @@ __all__ = [
     "get_batch_prediction_logs",
     "get_row",
     "list_batch_predictions",
+    "status_uri",
     "to_model",
 ]
 
@@ -101,6 +113,14 @@ def to_model(row: BatchPredictionJobRow) -> BatchPredictionJob:
     )
 
 
+def status_uri(spec: dict[str, object]) -> str:
+    """Directory of the job's _progress.json/_summary.json: the output directory, or for a
+    table output the one chosen at creation in the artifact store."""
+    output = spec["output"]
+    assert isinstance(output, dict)
+    return str(spec.get("status_uri") or output["uri"])
+
+
 def batch_spec(row: BatchPredictionJobRow) -> BatchPredictSpec:
     """What the Ray job is told to do (everything resolved at creation)."""
     spec = row.spec
@@ -111,6 +131,7 @@ def batch_spec(row: BatchPredictionJobRow) -> BatchPredictSpec:
         model_version=spec["model_version"],
         input=spec["input"],
         output=spec["output"],
+        status_uri=status_uri(spec),
         batch_size=spec["batch_size"],
         num_cpus=spec["resources"]["num_cpus"],
         num_gpus=spec["resources"]["num_gpus"],
@@ -141,6 +162,7 @@ def _check_parameters(framework: str, parameters: dict[str, object] | None) -> N
 
 
 def _check_input(request: BatchPredictionJobCreate) -> BatchInputFormat:
+    assert request.input.uris is not None
     files = expand_input_uris(request.input.uris)
     fmt = request.input.format or infer_format(files)
     wanted = request.input.feature_columns
@@ -161,6 +183,60 @@ def _check_input(request: BatchPredictionJobCreate) -> BatchInputFormat:
     return fmt
 
 
+def _check_table_input(state: ServerState, request: BatchPredictionJobCreate) -> TableInfo:
+    assert request.input.table is not None
+    info = connection_service.find_table(
+        state.db, state.settings, request.input.table, field="input.table"
+    )
+    if info is None:
+        raise NotFoundError(f"table {request.input.table} not found", field="input.table")
+    present = [c.name for c in info.columns]
+    missing = [c for c in request.input.feature_columns or [] if c not in present]
+    if missing:
+        raise InvalidArgumentError(
+            f"feature column {missing[0]!r} is not in table {info.ref} "
+            f"(its columns: {', '.join(present)})"[:500],
+            field="input.feature_columns",
+        )
+    clash = [c for c in PREDICTION_COLUMNS if c in present]
+    if clash and request.output.table is not None:
+        raise InvalidArgumentError(
+            f"table {info.ref} has a column named {clash[0]!r}, which the output table "
+            "uses for the predictions; select the input through a view without it",
+            field="input.table",
+        )
+    return info
+
+
+def _check_table_output(
+    state: ServerState, request: BatchPredictionJobCreate, source: TableInfo | None
+) -> None:
+    """``create``: the table must not exist; ``append`` to an existing table: it must have
+    exactly the columns the predictions bring (input columns or instance, + prediction, error).
+    """
+    output = request.output
+    assert output.table is not None
+    info = connection_service.find_table(
+        state.db, state.settings, output.table, field="output.table"
+    )
+    if info is None:
+        return
+    if output.mode is BatchOutputMode.CREATE:
+        raise AlreadyExistsError(
+            f"table {info.ref} already exists; use mode append or another table",
+            field="output.table",
+        )
+    inputs = [c.name for c in source.columns] if source is not None else ["instance"]
+    expected = sorted([*inputs, *PREDICTION_COLUMNS])
+    present = sorted(c.name for c in info.columns)
+    if present != expected:
+        raise InvalidArgumentError(
+            f"table {info.ref} has columns {', '.join(present)}, the predictions bring "
+            f"{', '.join(expected)}"[:500],
+            field="output.table",
+        )
+
+
 def _check_output(uri: str) -> None:
     if not is_absolute(uri):
         raise InvalidArgumentError(
@@ -174,14 +250,18 @@ def _check_output(uri: str) -> None:
         raise InvalidArgumentError(conflict, field="output.uri")
 
 
-def _check_output_free(session: Session, uri: str) -> None:
+def _check_output_free(session: Session, request: BatchPredictionJobCreate) -> None:
+    """One live job per output directory or table (two would interleave or race to create)."""
+    field = "output.uri" if request.output.uri is not None else "output.table"
+    wanted = (request.output.uri or request.output.table or "").rstrip("/")
     for row in session.scalars(
         select(BatchPredictionJobRow).where(BatchPredictionJobRow.state.in_(LIVE_STATES))
     ):
-        if row.spec["output"]["uri"].rstrip("/") == uri.rstrip("/"):
+        output = row.spec["output"]
+        if (output.get("uri") or output.get("table") or "").rstrip("/") == wanted:
             raise InvalidArgumentError(
-                f"batch prediction job {row.id} ({row.state}) already writes to {uri!r}",
-                field="output.uri",
+                f"batch prediction job {row.id} ({row.state}) already writes to {wanted!r}",
+                field=field,
             )
 
 
@@ -192,20 +272,32 @@ def create_batch_prediction(
         version = _resolve_model(session, request.model)
     job_service.cluster_target(state, request.cluster)  # 404 unknown, 412 not running
     _check_parameters(version.framework.value, request.parameters)
-    fmt = _check_input(request)
-    _check_output(request.output.uri)
+    source: TableInfo | None = None
+    fmt: BatchInputFormat | None = None
+    if request.input.table is not None:
+        source = _check_table_input(state, request)
+    else:
+        fmt = _check_input(request)
+    if request.output.table is not None:
+        _check_table_output(state, request, source)
+    else:
+        assert request.output.uri is not None
+        _check_output(request.output.uri)
+    job_id = new_id("bpj")
     spec = request.model_dump(mode="json")
-    spec["input"]["format"] = fmt.value
+    spec["input"]["format"] = fmt.value if fmt else None
+    if request.output.table is not None:
+        spec["status_uri"] = f"{state.settings.artifact_root}/batch_predictions/{job_id}"
     spec.update(
         framework=version.framework.value,
         artifact_uri=version.artifact_uri,
         model_version=version.ref,
     )
     with state.db.session() as session:
-        _check_output_free(session, request.output.uri)
+        _check_output_free(session, request)
         target = job_service.cluster_target(state, request.cluster)
         row = BatchPredictionJobRow(
-            id=new_id("bpj"),
+            id=job_id,
             display_name=request.display_name or f"{version.ref} batch prediction",
             model_ref=request.model,
             model_version_id=version.id,
@@ -221,7 +313,7 @@ def create_batch_prediction(
         )
         if len(entrypoint(row)) > MAX_ENTRYPOINT:
             raise InvalidArgumentError(
-                f"{len(request.input.uris)} input URIs make too long a job command; name a "
+                f"{len(request.input.uris or [])} input URIs make too long a job command; name a "
                 "directory or a glob instead",
                 field="input.uris",
             )

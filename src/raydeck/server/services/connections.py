@@ -29,6 +29,7 @@ from raydeck.core.models.warehouse import (
     QueryResult,
     ResolvedConnection,
     TableInfo,
+    TableRef,
 )
 from raydeck.core.settings import Settings
 from raydeck.db.models import ConnectionRow
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "create_connection",
     "delete_connection",
+    "find_table",
     "get_connection",
     "list_connections",
     "list_datasets",
@@ -251,6 +253,21 @@ def table_info(
 ) -> TableInfo:
     warehouse = _warehouse(db, settings, ref)
     return warehouse.table_info(dataset or warehouse.default_dataset, table)
+
+
+def find_table(db: Database, settings: Settings, ref: str, *, field: str) -> TableInfo | None:
+    """The table ``conn.dataset.table`` names (None when its connection has no such table);
+    an unknown connection, or one that cannot be browsed, is an error naming ``field``."""
+    parsed = TableRef.parse(ref, field=field)
+    try:
+        warehouse = _warehouse(db, settings, parsed.connection)
+    except NotFoundError as exc:
+        raise NotFoundError(exc.message, field=field) from exc
+    dataset = parsed.dataset or warehouse.default_dataset
+    try:
+        return warehouse.table_info(dataset, parsed.table)
+    except NotFoundError:
+        return None
 
 
 def preview_table(
