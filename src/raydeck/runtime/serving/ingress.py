@@ -54,9 +54,17 @@ class _Stats:
 
 
 class IngressGuard:
-    def __init__(self, endpoint_id: str, authorize_url: str, models: list[dict[str, Any]]):
+    def __init__(
+        self,
+        endpoint_id: str,
+        authorize_url: str,
+        models: list[dict[str, Any]],
+        project: str = "default",
+    ):
         self.endpoint_id = endpoint_id
         self.authorize_url = authorize_url
+        # The control plane checks the caller's permission in the endpoint's own project.
+        self.authorize_headers = {"X-Raydeck-Project": project}
         self.models = {m["id"]: m for m in models}
         self.http = httpx.AsyncClient(timeout=10.0)
         self.allowed: dict[str, float] = {}  # sha256(header) → allowed until (monotonic)
@@ -129,7 +137,9 @@ class IngressGuard:
         if self.allowed.get(key, 0.0) > time.monotonic():
             return None
         try:
-            answer = await self.http.get(self.authorize_url, headers={"Authorization": header})
+            answer = await self.http.get(
+                self.authorize_url, headers={**self.authorize_headers, "Authorization": header}
+            )
         except httpx.HTTPError:
             return error_response(
                 503, "unavailable", "cannot verify the token with the control plane"

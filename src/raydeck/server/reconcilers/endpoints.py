@@ -42,6 +42,7 @@ class _EndpointPlan:
     generation: int
     state: str
     spec: dict[str, Any]
+    project: str = "default"
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class EndpointReconciler:
         with self.state.db.session() as session:
             cluster = session.get(ClusterRow, cluster_id)
             endpoints = tuple(
-                _EndpointPlan(r.id, r.generation, r.state, dict(r.spec))
+                _EndpointPlan(r.id, r.generation, r.state, dict(r.spec), r.project)
                 for r in session.scalars(
                     select(EndpointRow).where(EndpointRow.cluster_id == cluster_id)
                 )
@@ -99,6 +100,8 @@ class EndpointReconciler:
                     "authorize_url": authorize.format(id=endpoint.id),
                     "traffic_split": endpoint.spec["traffic_split"],
                     "deployed_models": endpoint.spec["deployed_models"],
+                    # Left out for the default project, so older apps' configs stay the same.
+                    **({"project": endpoint.project} if endpoint.project != "default" else {}),
                 },
             }
             for endpoint in plan.endpoints
