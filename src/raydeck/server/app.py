@@ -23,6 +23,7 @@ from raydeck.server.reconcilers.clusters import ClusterReconciler
 from raydeck.server.reconcilers.endpoints import EndpointReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
 from raydeck.server.reconcilers.logs import LogCollector
+from raydeck.server.reconcilers.serve_stats import ServeStatsPoller
 from raydeck.server.reconcilers.training import TrainingReconciler
 from raydeck.server.reconcilers.training_pipelines import PipelineReconciler
 from raydeck.server.routers import (
@@ -90,6 +91,7 @@ def create_app(
                 BatchPredictionReconciler(state).loop,
                 BillingReconciler(state, catalog).loop,
                 LogCollector(state).loop,
+                ServeStatsPoller(state).loop,
                 TrainingReconciler(state).loop,
                 PipelineReconciler(state).loop,
             ]

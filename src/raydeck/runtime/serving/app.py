@@ -1,8 +1,9 @@
 """Serve application builder: ``import_path: raydeck.runtime.serving.app:build_app``.
 
 ``args`` (written by the control plane): endpoint_id, authorize_url, project (absent for
-"default"), traffic_split and deployed_models [{id, model, model_version_id, framework,
-artifact_uri, min_replica_count, max_replica_count, num_cpus, num_gpus, memory, batching}].
+"default"), stats_token_sha256 (optional), traffic_split and deployed_models [{id, model,
+model_version_id, framework, artifact_uri, min_replica_count, max_replica_count, num_cpus,
+num_gpus, memory, batching}].
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def build_app(args: dict[str, Any]) -> Application:
             "endpoint_id": args["endpoint_id"],
             "authorize_url": args["authorize_url"],
             "project": args.get("project", "default"),
+            "stats_token_sha256": args.get("stats_token_sha256"),
             "model": metadata[0],
         }
         return _model_deployment(models[0], ingress)
@@ -74,4 +76,5 @@ def build_app(args: dict[str, Any]) -> Application:
         args["traffic_split"],
         args["authorize_url"],
         args.get("project", "default"),
+        args.get("stats_token_sha256"),
     )

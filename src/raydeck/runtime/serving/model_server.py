@@ -69,6 +69,7 @@ class ModelServer:
                 ingress["authorize_url"],
                 [ingress["model"]],
                 ingress.get("project", "default"),
+                ingress.get("stats_token_sha256"),
             )
         if batching is not None:
             batched: Any = self.predict_batched  # serve.batch adds the setters at runtime

@@ -7,6 +7,7 @@ work is keyed by cluster: any endpoint change on it re-applies the cluster's who
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -90,6 +91,10 @@ class EndpointReconciler:
 
     def _serve_config(self, plan: _ClusterPlan) -> dict[str, Any]:
         authorize = f"{self.state.settings.advertised_url}/api/v1/endpoints/{{id}}/authorize"
+        token = plan.target.ray_auth_token if plan.target is not None else ""
+        stats_token = (
+            {"stats_token_sha256": hashlib.sha256(token.encode()).hexdigest()} if token else {}
+        )
         applications = [
             {
                 "name": endpoint.id,
@@ -102,6 +107,8 @@ class EndpointReconciler:
                     "deployed_models": endpoint.spec["deployed_models"],
                     # Left out for the default project, so older apps' configs stay the same.
                     **({"project": endpoint.project} if endpoint.project != "default" else {}),
+                    # The stats collector sends the cluster's Ray token; Serve sees its hash.
+                    **stats_token,
                 },
             }
             for endpoint in plan.endpoints
