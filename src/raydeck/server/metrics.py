@@ -317,7 +317,8 @@ class ServeTraffic(Collector):
             running = 0
             for i, bound in enumerate(bounds):
                 running += buckets[i] if i < len(buckets) else 0
-                cumulative.append((floatToGoString(bound / 1000), float(running)))
+                le = floatToGoString(bound / 1000)  # type: ignore[no-untyped-call]
+                cumulative.append((le, float(running)))
             cumulative.append(("+Inf", float(sum(buckets))))
             latency.add_metric(list(series), buckets=cumulative, sum_value=total)
         yield from (requests, errors, latency)
