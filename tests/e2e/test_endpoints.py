@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 import xgboost as xgb
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -102,6 +104,27 @@ def test_register_deploy_split_predict_undeploy(
         assert answer.predictions == expected[answer.deployed_model_id]
     sd = math.sqrt(1000 * 0.2 * 0.8)  # binomial: 200 ± 5 sd
     assert abs(counts[ids["2"]] - 200) < 5 * sd, counts
+
+    # Those went straight to predict_url, yet the control plane's /metrics counts them: it
+    # polls the ingress's stats. churn@1 may also carry the single predict of the app before
+    # the split, if a poll saw that replica before it was replaced.
+    def served() -> dict[str, float]:
+        text = httpx.get(f"{live_server.url}/metrics", headers=live_server_headers).text
+        return {
+            sample.labels["deployed_model"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "raydeck_endpoint_serve_requests"
+            for sample in family.samples
+            if sample.labels["endpoint"] == "churn-api" and sample.labels["code"] == "200"
+        }
+
+    live_server_headers = {"Authorization": f"Bearer {live_server.token}"}
+    deadline = time.monotonic() + 60
+    while served().get(ids["2"]) != counts[ids["2"]] and time.monotonic() < deadline:
+        time.sleep(1)
+    seen = served()
+    assert seen.get(ids["2"]) == counts[ids["2"]], (seen, counts)
+    assert seen.get(ids["1"], 0) - counts[ids["1"]] in (0, 1), (seen, counts)
 
     # Token required on the data plane; viewers may not predict.
     url = f"{split.predict_url}/predict"
