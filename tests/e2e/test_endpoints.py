@@ -237,3 +237,39 @@ def test_lightgbm_pytorch_custom_and_alias(
     assert "Traceback" not in str(raised.value)
     assert endpoint.predict([3]).predictions == [30]
     live_client.endpoints.delete("more-api")
+
+
+def test_endpoint_of_another_project(
+    live_server: LiveServer, live_client: RaydeckClient, tmp_path: Path
+) -> None:
+    """A project's endpoint on its own cluster (both named like the default project's): its
+    Serve ingress asks the control plane about tokens in that project, not in 'default'."""
+    live_client.access.create_project("serve-team")
+    secret = live_client.tokens.create("serve-team-user", role="user", project="serve-team").secret
+    team = RaydeckClient(live_server.url, secret, project="serve-team", timeout=120)
+    spec = ClusterCreate.model_validate({"name": CLUSTER, "head": {"num_cpus": 1}})
+    team.clusters.create(spec)
+    try:
+        team.clusters.wait(CLUSTER, timeout=180)
+        linear, _, sk_dir, _ = _models(tmp_path)
+        team.models.upload("churn", sk_dir, "sklearn")
+        team.endpoints.create("churn-api", cluster=CLUSTER)
+        team.endpoints.deploy("churn-api", "churn@1", num_cpus=0.5)
+        ready = team.endpoints.wait("churn-api", timeout=300)
+        assert ready.project == "serve-team" and ready.predict_url
+        url, body = f"{ready.predict_url}/predict", {"instances": X[:2].tolist()}
+
+        def predict_with(token: str) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {token}"}
+            return httpx.post(url, json=body, headers=headers, timeout=60)
+
+        answer = predict_with(secret)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == linear.predict(X[:2]).tolist()
+        outsider = live_client.tokens.create("default-user", role="user", project="default")
+        assert predict_with(outsider.secret).status_code == 403
+        team.endpoints.delete("churn-api")
+    finally:
+        team.clusters.delete(CLUSTER)
+        team.clusters.wait_deleted(CLUSTER, timeout=180)
+        team.close()
