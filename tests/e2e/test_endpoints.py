@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 import xgboost as xgb
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -102,6 +104,27 @@ def test_register_deploy_split_predict_undeploy(
         assert answer.predictions == expected[answer.deployed_model_id]
     sd = math.sqrt(1000 * 0.2 * 0.8)  # binomial: 200 ± 5 sd
     assert abs(counts[ids["2"]] - 200) < 5 * sd, counts
+
+    # Those went straight to predict_url, yet the control plane's /metrics counts them: it
+    # polls the ingress's stats. churn@1 may also carry the single predict of the app before
+    # the split, if a poll saw that replica before it was replaced.
+    def served() -> dict[str, float]:
+        text = httpx.get(f"{live_server.url}/metrics", headers=live_server_headers).text
+        return {
+            sample.labels["deployed_model"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "raydeck_endpoint_serve_requests"
+            for sample in family.samples
+            if sample.labels["endpoint"] == "churn-api" and sample.labels["code"] == "200"
+        }
+
+    live_server_headers = {"Authorization": f"Bearer {live_server.token}"}
+    deadline = time.monotonic() + 60
+    while served().get(ids["2"]) != counts[ids["2"]] and time.monotonic() < deadline:
+        time.sleep(1)
+    seen = served()
+    assert seen.get(ids["2"]) == counts[ids["2"]], (seen, counts)
+    assert seen.get(ids["1"], 0) - counts[ids["1"]] in (0, 1), (seen, counts)
 
     # Token required on the data plane; viewers may not predict.
     url = f"{split.predict_url}/predict"
@@ -214,3 +237,39 @@ def test_lightgbm_pytorch_custom_and_alias(
     assert "Traceback" not in str(raised.value)
     assert endpoint.predict([3]).predictions == [30]
     live_client.endpoints.delete("more-api")
+
+
+def test_endpoint_of_another_project(
+    live_server: LiveServer, live_client: RaydeckClient, tmp_path: Path
+) -> None:
+    """A project's endpoint on its own cluster (both named like the default project's): its
+    Serve ingress asks the control plane about tokens in that project, not in 'default'."""
+    live_client.access.create_project("serve-team")
+    secret = live_client.tokens.create("serve-team-user", role="user", project="serve-team").secret
+    team = RaydeckClient(live_server.url, secret, project="serve-team", timeout=120)
+    spec = ClusterCreate.model_validate({"name": CLUSTER, "head": {"num_cpus": 1}})
+    team.clusters.create(spec)
+    try:
+        team.clusters.wait(CLUSTER, timeout=180)
+        linear, _, sk_dir, _ = _models(tmp_path)
+        team.models.upload("churn", sk_dir, "sklearn")
+        team.endpoints.create("churn-api", cluster=CLUSTER)
+        team.endpoints.deploy("churn-api", "churn@1", num_cpus=0.5)
+        ready = team.endpoints.wait("churn-api", timeout=300)
+        assert ready.project == "serve-team" and ready.predict_url
+        url, body = f"{ready.predict_url}/predict", {"instances": X[:2].tolist()}
+
+        def predict_with(token: str) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {token}"}
+            return httpx.post(url, json=body, headers=headers, timeout=60)
+
+        answer = predict_with(secret)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == linear.predict(X[:2]).tolist()
+        outsider = live_client.tokens.create("default-user", role="user", project="default")
+        assert predict_with(outsider.secret).status_code == 403
+        team.endpoints.delete("churn-api")
+    finally:
+        team.clusters.delete(CLUSTER)
+        team.clusters.wait_deleted(CLUSTER, timeout=180)
+        team.close()

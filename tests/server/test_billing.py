@@ -211,11 +211,19 @@ def test_interval_cost_is_split_between_running_jobs_and_endpoints(static_api: A
 
 
 def _add_endpoint(
-    api: Api, project: str, cluster: str, *, min_replicas: int, max_replicas: int
+    api: Api,
+    project: str,
+    cluster: str,
+    *,
+    min_replicas: int,
+    max_replicas: int,
+    endpoint_id: str = "ep-1",
 ) -> None:
     """An endpoint row as the API stores one after a deploy (no Serve here: in-memory backend)."""
     with api.app.state.raydeck.db.session() as session:
-        cluster_row = session.scalar(select(ClusterRow).where(ClusterRow.name == cluster))
+        cluster_row = session.scalar(
+            select(ClusterRow).where(ClusterRow.project == project, ClusterRow.name == cluster)
+        )
         assert cluster_row is not None
         model = {
             "id": "dm-1",
@@ -234,7 +242,7 @@ def _add_endpoint(
         }
         session.add(
             EndpointRow(
-                id="ep-1",
+                id=endpoint_id,
                 project=project,
                 name="scorer",
                 cluster_id=cluster_row.id,
@@ -297,6 +305,9 @@ def test_budget_alert_and_hard_limit(
     assert _create(api, "spender", replicas=2, project="team").status_code == 201
     wait_until(lambda: _observed(api, "spender", 3, clock.now, "team"), "metering")
     _add_endpoint(api, "team", "spender", min_replicas=1, max_replicas=3)
+    # The same endpoint name in the default project: the team's limit must not touch it.
+    assert _create(api, "home", replicas=1).status_code == 201
+    _add_endpoint(api, "default", "home", min_replicas=1, max_replicas=3, endpoint_id="ep-2")
     clock.advance(1200)  # 22/h × 1/3 h = 7.33: over the alert, under the limit
     api.http.post("/api/v1/projects", json={"name": "wake1"}, headers=admin)
     wait_until(lambda: len(received) == 1, "the alert webhook")
@@ -313,10 +324,12 @@ def test_budget_alert_and_hard_limit(
     assert state["exhausted_at"] is not None and state["spent"] == pytest.approx(22 * 2400 / 3600)
 
     with api.app.state.raydeck.db.session() as session:
-        endpoint = session.scalar(select(EndpointRow).where(EndpointRow.name == "scorer"))
-        assert endpoint is not None
-        [model] = endpoint.spec["deployed_models"]
-        assert (model["min_replica_count"], model["max_replica_count"]) == (1, 1)
+        capped = {
+            row.project: (m["min_replica_count"], m["max_replica_count"])
+            for row in session.scalars(select(EndpointRow).where(EndpointRow.name == "scorer"))
+            for m in row.spec["deployed_models"]
+        }
+        assert capped == {"team": (1, 1), "default": (1, 3)}
 
     refused = _create(api, "more", replicas=1, project="team")
     assert refused.status_code == 429
@@ -333,7 +346,7 @@ def test_budget_alert_and_hard_limit(
     refused_audit = api.http.get(
         "/api/v1/audit", params={"action": "clusters.create"}, headers=admin
     ).json()["items"]
-    assert [e["outcome"] for e in refused_audit] == ["ok", "resource_exhausted", "ok"]
+    assert [e["outcome"] for e in refused_audit] == ["ok", "ok", "resource_exhausted", "ok"]
 
     # Raising the limit lifts the stop at once (re-evaluated at the next pass).
     raised = {"alert_amount": 50, "limit_amount": 100}

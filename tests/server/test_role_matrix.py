@@ -28,7 +28,10 @@ ROUTE_CLASSES: list[tuple[str, set[str] | None, str]] = [
 
 # Routes whose resources are kept per project; the rest live in the default project only and
 # refuse other projects with 412 (never leaking the default project's rows).
-PROJECT_SCOPED = r"^(/metrics|/api/v1/(clusters|jobs|logs|billing|projects/[^/]+/budget))"
+PROJECT_SCOPED = (
+    r"^(/metrics|/api/v1/(clusters|jobs|logs|billing|models|endpoints|batchPredictionJobs"
+    r"|projects/[^/]+/budget))"
+)
 
 OK, DENIED, UNAUTHENTICATED = "ok", 403, 401
 CALLERS = ("admin", "user", "viewer", "anonymous", "other", "other-in-own-project")

@@ -24,6 +24,7 @@ from raydeck.server.reconcilers.endpoints import EndpointReconciler
 from raydeck.server.reconcilers.jobs import JobReconciler
 from raydeck.server.reconcilers.logs import LogCollector
 from raydeck.server.reconcilers.mlflow_mirror import MlflowMirrorReconciler
+from raydeck.server.reconcilers.serve_stats import ServeStatsPoller
 from raydeck.server.reconcilers.training import TrainingReconciler
 from raydeck.server.reconcilers.training_pipelines import PipelineReconciler
 from raydeck.server.routers import (
@@ -91,6 +92,7 @@ def create_app(
                 BatchPredictionReconciler(state).loop,
                 BillingReconciler(state, catalog).loop,
                 LogCollector(state).loop,
+                ServeStatsPoller(state).loop,
                 TrainingReconciler(state).loop,
                 PipelineReconciler(state).loop,
             ]

@@ -7,13 +7,21 @@ after a restart and costs nothing between scrapes.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +37,7 @@ from raydeck.db.models import (
 )
 from raydeck.db.session import Database
 
-__all__ = ["MetricsMiddleware", "ServerMetrics", "StateMetrics"]
+__all__ = ["MetricsMiddleware", "ServeTraffic", "ServerMetrics", "StateMetrics"]
 
 StateMetrics = Callable[[Session], Iterable[Metric]]
 
@@ -85,6 +93,8 @@ class ServerMetrics:
         )
         self.state_collector = _StateCollector(db)
         self.registry.register(self.state_collector)
+        self.serve_traffic = ServeTraffic()
+        self.registry.register(self.serve_traffic)
 
     def add_state_metrics(self, collect: StateMetrics) -> None:
         """Extra families read from the database at scrape time (e.g. tuning trials by
@@ -218,6 +228,100 @@ class _StateCollector(Collector):
         yield from (clusters, nodes, jobs, endpoints, deployed, cost, training, trials)
         yield from (budget_limit, budget_spent, budget_exhausted)
         yield from extra
+
+
+@dataclass
+class _Answer:
+    """One replica's last answer, with the labels of its endpoint at that time."""
+
+    project: str
+    endpoint: str
+    models: dict[str, dict[str, Any]]
+    boundaries_ms: list[float]
+
+
+class ServeTraffic(Collector):
+    """Per endpoint and deployed model: requests by code, errors, latency, as counted by the
+    endpoint ingresses (polled by ``ServeStatsPoller``). A replica's counters restart with its
+    process under a new replica id, so the sum of the last answer of every replica seen never
+    goes backwards."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answers: dict[tuple[str, str], _Answer] = {}  # (endpoint id, replica) → answer
+
+    def record(self, endpoint_id: str, project: str, name: str, payload: dict[str, Any]) -> None:
+        """Keep one ingress replica's answer to ``GET <predict_url>/stats``."""
+        replica = str(payload["replica"])
+        answer = _Answer(
+            project,
+            name,
+            {str(k): dict(v) for k, v in dict(payload["models"]).items()},
+            [float(b) for b in payload["boundaries_ms"]],
+        )
+        with self._lock:
+            self._answers[(endpoint_id, replica)] = answer
+
+    def forget_except(self, endpoint_ids: set[str]) -> None:
+        """Drop endpoints that no longer exist (their series end)."""
+        with self._lock:
+            for key in [k for k in self._answers if k[0] not in endpoint_ids]:
+                del self._answers[key]
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["project", "endpoint", "deployed_model", "model"]
+        requests = CounterMetricFamily(
+            "raydeck_endpoint_serve_requests",
+            "Predict requests answered by endpoint ingresses (data plane), by HTTP code",
+            labels=[*labels, "code"],
+        )
+        errors = CounterMetricFamily(
+            "raydeck_endpoint_serve_errors",
+            "Predict requests answered with HTTP >= 400 by endpoint ingresses (data plane)",
+            labels=labels,
+        )
+        latency = HistogramMetricFamily(
+            "raydeck_endpoint_serve_latency_seconds",
+            "Predict latency measured in the endpoint ingress (data plane)",
+            labels=labels,
+        )
+        by_code: dict[tuple[str, ...], int] = {}
+        sums: dict[tuple[str, ...], tuple[int, float, list[int], list[float]]] = {}
+        with self._lock:
+            answers = list(self._answers.items())
+        for (_, _replica), answer in answers:
+            for model_id, stats in answer.models.items():
+                key = (answer.project, answer.endpoint, model_id, str(stats.get("model", "")))
+                for code, count in dict(stats.get("by_code", {})).items():
+                    code_key = (*key, str(code))
+                    by_code[code_key] = by_code.get(code_key, 0) + int(count)
+                errs, total, buckets, bounds = sums.get(key, (0, 0.0, [], answer.boundaries_ms))
+                new = [int(n) for n in stats.get("latency_buckets", [])]
+                if len(buckets) < len(new):
+                    buckets = buckets + [0] * (len(new) - len(buckets))
+                buckets = [a + (new[i] if i < len(new) else 0) for i, a in enumerate(buckets)]
+                sums[key] = (
+                    errs + int(stats.get("errors", 0)),
+                    total + float(stats.get("latency_ms_total", 0.0)) / 1000,
+                    buckets,
+                    bounds,
+                )
+        for series, count in sorted(by_code.items()):
+            requests.add_metric(list(series), count)
+        for series, (errs, total, buckets, bounds) in sorted(sums.items()):
+            errors.add_metric(list(series), errs)
+            cumulative: list[tuple[str, float]] = []
+            running = 0
+            for i, bound in enumerate(bounds):
+                running += buckets[i] if i < len(buckets) else 0
+                le = floatToGoString(bound / 1000)  # type: ignore[no-untyped-call]
+                cumulative.append((le, float(running)))
+            cumulative.append(("+Inf", float(sum(buckets))))
+            latency.add_metric(list(series), buckets=cumulative, sum_value=total)
+        yield from (requests, errors, latency)
 
 
 class MetricsMiddleware:

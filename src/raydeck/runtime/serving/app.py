@@ -1,8 +1,9 @@
 """Serve application builder: ``import_path: raydeck.runtime.serving.app:build_app``.
 
-``args`` (written by the control plane): endpoint_id, authorize_url, traffic_split and
-deployed_models [{id, model, model_version_id, framework, artifact_uri, min_replica_count,
-max_replica_count, num_cpus, num_gpus, memory, batching}].
+``args`` (written by the control plane): endpoint_id, authorize_url, project (absent for
+"default"), stats_token_sha256 (optional), traffic_split and deployed_models [{id, model,
+model_version_id, framework, artifact_uri, min_replica_count, max_replica_count, num_cpus,
+num_gpus, memory, batching}].
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def build_app(args: dict[str, Any]) -> Application:
         ingress = {
             "endpoint_id": args["endpoint_id"],
             "authorize_url": args["authorize_url"],
+            "project": args.get("project", "default"),
+            "stats_token_sha256": args.get("stats_token_sha256"),
             "model": metadata[0],
         }
         return _model_deployment(models[0], ingress)
@@ -66,4 +69,12 @@ def build_app(args: dict[str, Any]) -> Application:
     router: Any = EndpointRouter  # serve.deployment wraps the class; mypy sees the class
     return router.options(  # type: ignore[no-any-return]
         name="router", max_ongoing_requests=ROUTER_MAX_ONGOING_REQUESTS
-    ).bind(args["endpoint_id"], metadata, handles, args["traffic_split"], args["authorize_url"])
+    ).bind(
+        args["endpoint_id"],
+        metadata,
+        handles,
+        args["traffic_split"],
+        args["authorize_url"],
+        args.get("project", "default"),
+        args.get("stats_token_sha256"),
+    )

@@ -62,10 +62,14 @@ class ModelServer:
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.batching = batching is not None
         self.guard: IngressGuard | None = None
-        if ingress is not None:  # {endpoint_id, authorize_url, model: {id, model, ...}}
+        if ingress is not None:  # {endpoint_id, authorize_url, project, model: {id, ...}}
             self.deployed_model_id = ingress["model"]["id"]
             self.guard = IngressGuard(
-                ingress["endpoint_id"], ingress["authorize_url"], [ingress["model"]]
+                ingress["endpoint_id"],
+                ingress["authorize_url"],
+                [ingress["model"]],
+                ingress.get("project", "default"),
+                ingress.get("stats_token_sha256"),
             )
         if batching is not None:
             batched: Any = self.predict_batched  # serve.batch adds the setters at runtime

@@ -24,8 +24,12 @@ class EndpointRouter:
         handles: list[DeploymentHandle[Any]],
         traffic_split: dict[str, int],
         authorize_url: str,
+        project: str = "default",
+        stats_token_sha256: str | None = None,
     ) -> None:
-        self.guard = IngressGuard(endpoint_id, authorize_url, deployed_models)
+        self.guard = IngressGuard(
+            endpoint_id, authorize_url, deployed_models, project, stats_token_sha256
+        )
         self.handles = {m["id"]: h for m, h in zip(deployed_models, handles, strict=True)}
         weighted = [(i, w) for i, w in traffic_split.items() if w > 0 and i in self.handles]
         self.choices = [i for i, _ in weighted]

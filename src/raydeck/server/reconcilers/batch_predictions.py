@@ -89,8 +89,12 @@ class BatchPredictionReconciler:
                     continue
                 if not cluster.dashboard_url:
                     continue
-                target = ClusterTarget(
-                    cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token
+                target = ClusterTarget(  # its Ray job is recorded in the cluster's project
+                    cluster.id,
+                    cluster.name,
+                    cluster.dashboard_url,
+                    cluster.ray_auth_token,
+                    cluster.project,
                 )
                 work.append(
                     _Work(

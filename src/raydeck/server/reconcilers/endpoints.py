@@ -7,6 +7,7 @@ work is keyed by cluster: any endpoint change on it re-applies the cluster's who
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class _EndpointPlan:
     generation: int
     state: str
     spec: dict[str, Any]
+    project: str = "default"
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class EndpointReconciler:
         with self.state.db.session() as session:
             cluster = session.get(ClusterRow, cluster_id)
             endpoints = tuple(
-                _EndpointPlan(r.id, r.generation, r.state, dict(r.spec))
+                _EndpointPlan(r.id, r.generation, r.state, dict(r.spec), r.project)
                 for r in session.scalars(
                     select(EndpointRow).where(EndpointRow.cluster_id == cluster_id)
                 )
@@ -89,6 +91,10 @@ class EndpointReconciler:
 
     def _serve_config(self, plan: _ClusterPlan) -> dict[str, Any]:
         authorize = f"{self.state.settings.advertised_url}/api/v1/endpoints/{{id}}/authorize"
+        token = plan.target.ray_auth_token if plan.target is not None else ""
+        stats_token = (
+            {"stats_token_sha256": hashlib.sha256(token.encode()).hexdigest()} if token else {}
+        )
         applications = [
             {
                 "name": endpoint.id,
@@ -99,6 +105,10 @@ class EndpointReconciler:
                     "authorize_url": authorize.format(id=endpoint.id),
                     "traffic_split": endpoint.spec["traffic_split"],
                     "deployed_models": endpoint.spec["deployed_models"],
+                    # Left out for the default project, so older apps' configs stay the same.
+                    **({"project": endpoint.project} if endpoint.project != "default" else {}),
+                    # The stats collector sends the cluster's Ray token; Serve sees its hash.
+                    **stats_token,
                 },
             }
             for endpoint in plan.endpoints

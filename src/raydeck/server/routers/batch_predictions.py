@@ -24,23 +24,28 @@ router = APIRouter(prefix="/api/v1/batchPredictionJobs", tags=["batch prediction
 def create_batch_prediction(
     body: BatchPredictionJobCreate,
     state: State,
-    _: Annotated[Principal, Depends(require("batch_predictions.create"))],
+    caller: Annotated[Principal, Depends(require("batch_predictions.create"))],
 ) -> BatchPredictionJob:
     """Checked and stored QUEUED at once; the server then runs it as a Ray job on the cluster."""
-    return service.create_batch_prediction(state, body)
+    return service.create_batch_prediction(state, body, caller.project)
 
 
 @router.get("")
 def list_batch_predictions(
     session: DbSession,
-    _: Annotated[Principal, Depends(require("batch_predictions.list"))],
+    caller: Annotated[Principal, Depends(require("batch_predictions.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
     state: Annotated[BatchPredictionState | None, Query()] = None,
     cluster: Annotated[str | None, Query()] = None,
 ) -> Page[BatchPredictionJob]:
     return service.list_batch_predictions(
-        session, page_size=page_size, page_token=page_token, state=state, cluster=cluster
+        session,
+        page_size=page_size,
+        page_token=page_token,
+        state=state,
+        cluster=cluster,
+        project=caller.project,
     )
 
 
@@ -48,35 +53,35 @@ def list_batch_predictions(
 def get_batch_prediction(
     job_id: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("batch_predictions.get"))],
+    caller: Annotated[Principal, Depends(require("batch_predictions.get"))],
 ) -> BatchPredictionJob:
-    return service.get_batch_prediction(session, job_id)
+    return service.get_batch_prediction(session, job_id, caller.project)
 
 
 @router.post("/{job_id}:cancel")
 def cancel_batch_prediction(
     job_id: str,
     state: State,
-    _: Annotated[Principal, Depends(require("batch_predictions.cancel"))],
+    caller: Annotated[Principal, Depends(require("batch_predictions.cancel"))],
 ) -> BatchPredictionJob:
     """QUEUED jobs end at once; running ones go CANCELLING until their Ray job stopped."""
-    return service.cancel_batch_prediction(state, job_id)
+    return service.cancel_batch_prediction(state, job_id, caller.project)
 
 
 @router.delete("/{job_id}")
 async def delete_batch_prediction(
     job_id: str,
     state: State,
-    _: Annotated[Principal, Depends(require("batch_predictions.delete"))],
+    caller: Annotated[Principal, Depends(require("batch_predictions.delete"))],
 ) -> BatchPredictionJob:
     """Only once ended; the output files are kept."""
-    return await service.delete_batch_prediction(state, job_id)
+    return await service.delete_batch_prediction(state, job_id, caller.project)
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse, response_model=None)
 async def batch_prediction_logs(
     job_id: str,
     state: State,
-    _: Annotated[Principal, Depends(require("batch_predictions.logs"))],
+    caller: Annotated[Principal, Depends(require("batch_predictions.logs"))],
 ) -> PlainTextResponse:
-    return PlainTextResponse(await service.get_batch_prediction_logs(state, job_id))
+    return PlainTextResponse(await service.get_batch_prediction_logs(state, job_id, caller.project))

@@ -32,22 +32,27 @@ router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"])
 def create_endpoint(
     body: EndpointCreate,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("endpoints.create"))],
+    caller: Annotated[Principal, Depends(require("endpoints.create"))],
 ) -> Endpoint:
-    return service.create_endpoint(session, body)
+    return service.create_endpoint(session, body, caller.project)
 
 
 @router.get("")
 def list_endpoints(
     session: DbSession,
-    _: Annotated[Principal, Depends(require("endpoints.list"))],
+    caller: Annotated[Principal, Depends(require("endpoints.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
     cluster: Annotated[str | None, Query()] = None,
     state: Annotated[EndpointState | None, Query()] = None,
 ) -> Page[Endpoint]:
     return service.list_endpoints(
-        session, page_size=page_size, page_token=page_token, cluster=cluster, state=state
+        session,
+        page_size=page_size,
+        page_token=page_token,
+        cluster=cluster,
+        state=state,
+        project=caller.project,
     )
 
 
@@ -55,9 +60,9 @@ def list_endpoints(
 def get_endpoint(
     endpoint: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("endpoints.get"))],
+    caller: Annotated[Principal, Depends(require("endpoints.get"))],
 ) -> Endpoint:
-    return service.get_endpoint(session, endpoint)
+    return service.get_endpoint(session, endpoint, caller.project)
 
 
 @router.patch("/{endpoint}")
@@ -65,18 +70,18 @@ def update_endpoint(
     endpoint: str,
     body: EndpointUpdate,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("endpoints.update"))],
+    caller: Annotated[Principal, Depends(require("endpoints.update"))],
 ) -> Endpoint:
-    return service.update_endpoint(session, endpoint, body)
+    return service.update_endpoint(session, endpoint, body, caller.project)
 
 
 @router.delete("/{endpoint}", status_code=202)
 def delete_endpoint(
     endpoint: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("endpoints.delete"))],
+    caller: Annotated[Principal, Depends(require("endpoints.delete"))],
 ) -> Endpoint:
-    return service.delete_endpoint(session, endpoint)
+    return service.delete_endpoint(session, endpoint, caller.project)
 
 
 @router.post("/{endpoint}:deployModel")
@@ -84,9 +89,9 @@ def deploy_model(
     endpoint: str,
     body: DeployModel,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("endpoints.deploy"))],
+    caller: Annotated[Principal, Depends(require("endpoints.deploy"))],
 ) -> Endpoint:
-    return service.deploy_model(session, endpoint, body)
+    return service.deploy_model(session, endpoint, body, caller.project)
 
 
 @router.post("/{endpoint}:undeployModel")
@@ -94,29 +99,31 @@ def undeploy_model(
     endpoint: str,
     body: UndeployModel,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("endpoints.deploy"))],
+    caller: Annotated[Principal, Depends(require("endpoints.deploy"))],
 ) -> Endpoint:
-    return service.undeploy_model(session, endpoint, body.deployed_model_id)
+    return service.undeploy_model(session, endpoint, body.deployed_model_id, caller.project)
 
 
 @router.get("/{endpoint}/authorize", status_code=204)
 def authorize_predict(
     endpoint: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("endpoints.predict"))],
+    caller: Annotated[Principal, Depends(require("endpoints.predict"))],
 ) -> Response:
     """Asked by the endpoint's Serve router (cached briefly) before it serves a request."""
-    service.get_endpoint_row(session, endpoint)
+    service.get_endpoint_row(session, endpoint, caller.project)
     return Response(status_code=204)
 
 
-async def _data_plane(state: ServerState, endpoint: str, action: str, request: Request) -> Response:
+async def _data_plane(
+    state: ServerState, endpoint: str, project: str, action: str, request: Request
+) -> Response:
     """Relay to the Serve data plane, for callers that only know the control plane's URL.
     Clients that can reach the cluster should POST to ``predict_url`` directly."""
 
     def locate() -> str:
         with state.db.session() as session:
-            found = service.get_endpoint(session, endpoint)
+            found = service.get_endpoint(session, endpoint, project)
         if not found.predict_url:
             raise FailedPreconditionError(
                 f"endpoint {found.display_name!r} is {found.state} with no model serving",
@@ -139,13 +146,22 @@ async def _data_plane(state: ServerState, endpoint: str, action: str, request: R
     except RaydeckError as exc:
         elapsed = time.perf_counter() - start
         await asyncio.to_thread(
-            record_prediction, state, endpoint, action, exc.http_status, elapsed, None, str(exc)
+            record_prediction,
+            state,
+            endpoint,
+            project,
+            action,
+            exc.http_status,
+            elapsed,
+            None,
+            str(exc),
         )
         raise
     await asyncio.to_thread(
         record_prediction,
         state,
         endpoint,
+        project,
         action,
         answer.status_code,
         time.perf_counter() - start,
@@ -159,10 +175,10 @@ def _register_data_plane_route(action: str) -> None:
         endpoint: str,
         request: Request,
         state: State,
-        _: Annotated[Principal, Depends(require("endpoints.predict"))],
+        caller: Annotated[Principal, Depends(require("endpoints.predict"))],
         body: dict[str, Any] | list[Any] | None = None,
     ) -> Response:
-        return await _data_plane(state, endpoint, action, request)
+        return await _data_plane(state, endpoint, caller.project, action, request)
 
     router.add_api_route(
         f"/{{endpoint}}:{action}",

@@ -29,29 +29,32 @@ Label = Annotated[str | None, Query(description="key=value")]
 
 @router.post("", status_code=201)
 def upload_model(
-    body: ModelUpload, state: State, _: Annotated[Principal, Depends(require("models.upload"))]
+    body: ModelUpload, state: State, caller: Annotated[Principal, Depends(require("models.upload"))]
 ) -> ModelVersion:
     """Register a version from ``artifact_uri``, copied into the registry by the server."""
-    return uploads.upload_model(state.db, ArtifactStore.from_settings(state.settings), body)
+    store = ArtifactStore.from_settings(state.settings)
+    return uploads.upload_model(state.db, store, body, project=caller.project)
 
 
 @router.post(":upload", status_code=201)
 def upload_model_archive(
     state: State,
-    _: Annotated[Principal, Depends(require("models.upload"))],
+    caller: Annotated[Principal, Depends(require("models.upload"))],
     metadata: Annotated[str, Form(description="ModelUpload as JSON, without artifact_uri")],
     artifact: Annotated[UploadFile, File(description="the artifact directory as a .tar.gz")],
 ) -> ModelVersion:
     """Register a version from an uploaded ``.tar.gz`` (for clients on other machines)."""
     request = uploads.parse_upload_metadata(metadata)
     store = ArtifactStore.from_settings(state.settings)
-    return uploads.upload_model(state.db, store, request, archive=artifact.file)
+    return uploads.upload_model(
+        state.db, store, request, archive=artifact.file, project=caller.project
+    )
 
 
 @router.get("")
 def list_models(
     session: DbSession,
-    _: Annotated[Principal, Depends(require("models.list"))],
+    caller: Annotated[Principal, Depends(require("models.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
     label: Label = None,
@@ -65,14 +68,15 @@ def list_models(
         label=label,
         framework=framework,
         display_name=display_name,
+        project=caller.project,
     )
 
 
 @router.get("/{model}")
 def get_model(
-    model: str, session: DbSession, _: Annotated[Principal, Depends(require("models.get"))]
+    model: str, session: DbSession, caller: Annotated[Principal, Depends(require("models.get"))]
 ) -> Model:
-    return service.get_model(session, model)
+    return service.get_model(session, model, caller.project)
 
 
 @router.patch("/{model}")
@@ -80,24 +84,25 @@ def update_model(
     model: str,
     body: ModelUpdate,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("models.update"))],
+    caller: Annotated[Principal, Depends(require("models.update"))],
 ) -> Model:
-    return service.update_model(session, model, body)
+    return service.update_model(session, model, body, caller.project)
 
 
 @router.delete("/{model}")
 def delete_model(
-    model: str, state: State, _: Annotated[Principal, Depends(require("models.delete"))]
+    model: str, state: State, caller: Annotated[Principal, Depends(require("models.delete"))]
 ) -> Model:
     """Delete every version and its artifacts; refused while any version is deployed."""
-    return service.delete_model(state.db, ArtifactStore.from_settings(state.settings), model)
+    store = ArtifactStore.from_settings(state.settings)
+    return service.delete_model(state.db, store, model, caller.project)
 
 
 @router.get("/{model}/versions")
 def list_versions(
     model: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("models.list"))],
+    caller: Annotated[Principal, Depends(require("models.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
     label: Label = None,
@@ -110,6 +115,7 @@ def list_versions(
         page_token=page_token,
         label=label,
         framework=framework,
+        project=caller.project,
     )
 
 
@@ -118,10 +124,10 @@ def get_version(
     model: str,
     version: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("models.get"))],
+    caller: Annotated[Principal, Depends(require("models.get"))],
 ) -> ModelVersion:
     """``version`` is a version id ("2") or an alias ("default", "prod")."""
-    return service.get_version(session, model, version)
+    return service.get_version(session, model, version, caller.project)
 
 
 @router.patch("/{model}/versions/{version}")
@@ -130,9 +136,9 @@ def update_version(
     version: str,
     body: ModelVersionUpdate,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("models.update"))],
+    caller: Annotated[Principal, Depends(require("models.update"))],
 ) -> ModelVersion:
-    return service.update_version(session, model, version, body)
+    return service.update_version(session, model, version, body, caller.project)
 
 
 @router.post("/{model}/versions/{version}:mergeAliases")
@@ -141,10 +147,10 @@ def merge_aliases(
     version: str,
     body: AliasChanges,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("models.update"))],
+    caller: Annotated[Principal, Depends(require("models.update"))],
 ) -> ModelVersion:
     """Move aliases to this version (``"prod"``) or remove them from it (``"-prod"``)."""
-    return service.merge_aliases(session, model, version, body)
+    return service.merge_aliases(session, model, version, body, caller.project)
 
 
 @router.delete("/{model}/versions/{version}")
@@ -152,8 +158,8 @@ def delete_version(
     model: str,
     version: str,
     state: State,
-    _: Annotated[Principal, Depends(require("models.delete"))],
+    caller: Annotated[Principal, Depends(require("models.delete"))],
 ) -> ModelVersion:
     """Delete one version and its artifact; refused while deployed or while it is the default."""
     store = ArtifactStore.from_settings(state.settings)
-    return service.delete_version(state.db, store, model, version)
+    return service.delete_version(state.db, store, model, version, caller.project)

@@ -149,9 +149,9 @@ def entrypoint(row: BatchPredictionJobRow) -> str:
 # ---- create ----------------------------------------------------------------------------------
 
 
-def _resolve_model(session: Session, ref: str) -> ModelVersion:
+def _resolve_model(session: Session, ref: str, project: str) -> ModelVersion:
     try:
-        return resolve_version(session, ref)
+        return resolve_version(session, ref, project)
     except NotFoundError as exc:  # model or alias: either way the "model" field is wrong
         raise NotFoundError(exc.message, field="model") from exc
 
@@ -266,11 +266,12 @@ def _check_output_free(session: Session, request: BatchPredictionJobCreate) -> N
 
 
 def create_batch_prediction(
-    state: ServerState, request: BatchPredictionJobCreate
+    state: ServerState, request: BatchPredictionJobCreate, project: str = "default"
 ) -> BatchPredictionJob:
+    """Model and cluster must both be of ``project``; the job then belongs to it too."""
     with state.db.session() as session:
-        version = _resolve_model(session, request.model)
-    job_service.cluster_target(state, request.cluster)  # 404 unknown, 412 not running
+        version = _resolve_model(session, request.model, project)
+    job_service.cluster_target(state, request.cluster, project)  # 404 unknown, 412 not running
     _check_parameters(version.framework.value, request.parameters)
     source: TableInfo | None = None
     fmt: BatchInputFormat | None = None
@@ -295,9 +296,10 @@ def create_batch_prediction(
     )
     with state.db.session() as session:
         _check_output_free(session, request)
-        target = job_service.cluster_target(state, request.cluster)
+        target = job_service.cluster_target(state, request.cluster, project)
         row = BatchPredictionJobRow(
             id=job_id,
+            project=project,
             display_name=request.display_name or f"{version.ref} batch prediction",
             model_ref=request.model,
             model_version_id=version.id,
@@ -327,15 +329,17 @@ def create_batch_prediction(
 # ---- reads -----------------------------------------------------------------------------------
 
 
-def get_row(session: Session, job_id: str) -> BatchPredictionJobRow:
+def get_row(session: Session, job_id: str, project: str = "default") -> BatchPredictionJobRow:
     row = session.get(BatchPredictionJobRow, job_id)
-    if row is None:
+    if row is None or row.project != project:
         raise NotFoundError(f"batch prediction job {job_id!r} not found", field="job")
     return row
 
 
-def get_batch_prediction(session: Session, job_id: str) -> BatchPredictionJob:
-    return to_model(get_row(session, job_id))
+def get_batch_prediction(
+    session: Session, job_id: str, project: str = "default"
+) -> BatchPredictionJob:
+    return to_model(get_row(session, job_id, project))
 
 
 def list_batch_predictions(
@@ -345,8 +349,9 @@ def list_batch_predictions(
     page_token: str | None,
     state: BatchPredictionState | None = None,
     cluster: str | None = None,
+    project: str = "default",
 ) -> Page[BatchPredictionJob]:
-    query = select(BatchPredictionJobRow)
+    query = select(BatchPredictionJobRow).where(BatchPredictionJobRow.project == project)
     if state is not None:
         query = query.where(BatchPredictionJobRow.state == state.value)
     if cluster is not None:
@@ -358,10 +363,12 @@ def list_batch_predictions(
 # ---- cancel / delete / logs ------------------------------------------------------------------
 
 
-def cancel_batch_prediction(state: ServerState, job_id: str) -> BatchPredictionJob:
+def cancel_batch_prediction(
+    state: ServerState, job_id: str, project: str = "default"
+) -> BatchPredictionJob:
     """QUEUED ends at once; a submitted job goes CANCELLING until its Ray job has stopped."""
     with state.db.session() as session:
-        row = get_row(session, job_id)
+        row = get_row(session, job_id, project)
         current = BatchPredictionState(row.state)
         if current in (BatchPredictionState.SUCCEEDED, BatchPredictionState.FAILED):
             raise FailedPreconditionError(
@@ -379,19 +386,21 @@ def cancel_batch_prediction(state: ServerState, job_id: str) -> BatchPredictionJ
     return result
 
 
-def _load(state: ServerState, job_id: str) -> BatchPredictionJob:
+def _load(state: ServerState, job_id: str, project: str) -> BatchPredictionJob:
     with state.db.session() as session:
-        return to_model(get_row(session, job_id))
+        return to_model(get_row(session, job_id, project))
 
 
-def _delete_row(state: ServerState, job_id: str) -> None:
+def _delete_row(state: ServerState, job_id: str, project: str) -> None:
     with state.db.session() as session:
-        session.delete(get_row(session, job_id))
+        session.delete(get_row(session, job_id, project))
 
 
-async def delete_batch_prediction(state: ServerState, job_id: str) -> BatchPredictionJob:
+async def delete_batch_prediction(
+    state: ServerState, job_id: str, project: str = "default"
+) -> BatchPredictionJob:
     """Deletes the record (and its Ray job's record); the output files stay."""
-    job = await asyncio.to_thread(_load, state, job_id)
+    job = await asyncio.to_thread(_load, state, job_id, project)
     if job.state not in TERMINAL_BATCH_STATES:
         raise FailedPreconditionError(
             f"batch prediction job {job_id} is {job.state.value}; cancel it before deleting",
@@ -400,12 +409,14 @@ async def delete_batch_prediction(state: ServerState, job_id: str) -> BatchPredi
     if job.job_id is not None:
         with contextlib.suppress(RaydeckError):  # already gone, or its cluster is
             await job_service.delete_job(state, job.job_id)
-    await asyncio.to_thread(_delete_row, state, job_id)
+    await asyncio.to_thread(_delete_row, state, job_id, project)
     return job
 
 
-async def get_batch_prediction_logs(state: ServerState, job_id: str) -> str:
-    job = await asyncio.to_thread(_load, state, job_id)
+async def get_batch_prediction_logs(
+    state: ServerState, job_id: str, project: str = "default"
+) -> str:
+    job = await asyncio.to_thread(_load, state, job_id, project)
     if job.job_id is None:
         raise FailedPreconditionError(
             f"batch prediction job {job_id} has not started on its cluster yet; no logs",

@@ -17,6 +17,7 @@ __all__ = ["record_prediction"]
 def record_prediction(
     state: ServerState,
     endpoint: str,
+    project: str,
     action: str,
     status: int,
     seconds: float,
@@ -34,7 +35,7 @@ def record_prediction(
             pass
     with state.db.session() as session:
         try:
-            row = endpoint_service.get_endpoint_row(session, endpoint)
+            row = endpoint_service.get_endpoint_row(session, endpoint, project)
         except NotFoundError:
             return  # nothing to attribute to; the caller already got its 404
         metrics = state.metrics

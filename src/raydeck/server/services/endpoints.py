@@ -69,27 +69,37 @@ def to_model(row: EndpointRow) -> Endpoint:
     )
 
 
-def get_endpoint_row(session: Session, ref: str) -> EndpointRow:
-    row = session.get(EndpointRow, ref) or session.scalar(
-        select(EndpointRow).where(EndpointRow.name == ref)
-    )
+def get_endpoint_row(session: Session, ref: str, project: str = "default") -> EndpointRow:
+    """By id or name, within ``project`` (other projects' endpoints are not found)."""
+    row = session.get(EndpointRow, ref)
+    if row is None or row.project != project:
+        row = session.scalar(
+            select(EndpointRow).where(EndpointRow.project == project, EndpointRow.name == ref)
+        )
     if row is None:
         raise NotFoundError(f"endpoint {ref!r} not found", field="endpoint")
     return row
 
 
-def get_endpoint(session: Session, ref: str) -> Endpoint:
-    return to_model(get_endpoint_row(session, ref))
+def get_endpoint(session: Session, ref: str, project: str = "default") -> Endpoint:
+    return to_model(get_endpoint_row(session, ref, project))
 
 
-def create_endpoint(session: Session, request: EndpointCreate) -> Endpoint:
-    cluster = get_cluster_row(session, request.cluster)
-    if session.scalar(select(EndpointRow.id).where(EndpointRow.name == request.display_name)):
+def create_endpoint(
+    session: Session, request: EndpointCreate, project: str = "default"
+) -> Endpoint:
+    cluster = get_cluster_row(session, request.cluster, project)  # only a cluster of its project
+    if session.scalar(
+        select(EndpointRow.id).where(
+            EndpointRow.project == project, EndpointRow.name == request.display_name
+        )
+    ):
         raise AlreadyExistsError(
             f"endpoint {request.display_name!r} already exists", field="display_name"
         )
     row = EndpointRow(
         id=new_id("ep"),
+        project=project,
         name=request.display_name,
         cluster_id=cluster.id,
         cluster_name=cluster.name,
@@ -114,8 +124,9 @@ def list_endpoints(
     page_token: str | None,
     cluster: str | None = None,
     state: EndpointState | None = None,
+    project: str = "default",
 ) -> Page[Endpoint]:
-    query = select(EndpointRow)
+    query = select(EndpointRow).where(EndpointRow.project == project)
     if cluster is not None:
         query = query.where(EndpointRow.cluster_name == cluster)
     if state is not None:
@@ -159,15 +170,18 @@ def _require_changeable(row: EndpointRow) -> None:
         raise FailedPreconditionError(f"endpoint {row.name!r} is being deleted", field="endpoint")
 
 
-def deploy_model(session: Session, ref: str, request: DeployModel) -> Endpoint:
-    row = get_endpoint_row(session, ref)
+def deploy_model(
+    session: Session, ref: str, request: DeployModel, project: str = "default"
+) -> Endpoint:
+    row = get_endpoint_row(session, ref, project)
     _require_changeable(row)
-    cluster = get_cluster_row(session, row.cluster_name)
+    cluster = get_cluster_row(session, row.cluster_name, row.project)
     if cluster.state in (ClusterState.STOPPING.value, ClusterState.ERROR.value):
         raise FailedPreconditionError(
             f"cluster {cluster.name!r} is {cluster.state}", field="endpoint"
         )
-    version = resolve_version(session, request.model)
+    # Only a model of the endpoint's own project: others' are "not found" (field "model").
+    version = resolve_version(session, request.model, row.project)
     deployed_id = new_id("dm")
     deployed = DeployedModel(
         id=deployed_id,
@@ -192,8 +206,10 @@ def deploy_model(session: Session, ref: str, request: DeployModel) -> Endpoint:
     return to_model(row)
 
 
-def undeploy_model(session: Session, ref: str, deployed_model_id: str) -> Endpoint:
-    row = get_endpoint_row(session, ref)
+def undeploy_model(
+    session: Session, ref: str, deployed_model_id: str, project: str = "default"
+) -> Endpoint:
+    row = get_endpoint_row(session, ref, project)
     _require_changeable(row)
     models = row.spec["deployed_models"]
     if deployed_model_id not in {m["id"] for m in models}:
@@ -223,8 +239,10 @@ def _check_split(split: dict[str, int], deployed: set[str]) -> None:
         )
 
 
-def update_endpoint(session: Session, ref: str, request: EndpointUpdate) -> Endpoint:
-    row = get_endpoint_row(session, ref)
+def update_endpoint(
+    session: Session, ref: str, request: EndpointUpdate, project: str = "default"
+) -> Endpoint:
+    row = get_endpoint_row(session, ref, project)
     _require_changeable(row)
     spec = dict(row.spec)
     if request.description is not None:
@@ -241,8 +259,8 @@ def update_endpoint(session: Session, ref: str, request: EndpointUpdate) -> Endp
     return to_model(row)
 
 
-def delete_endpoint(session: Session, ref: str) -> Endpoint:
-    row = get_endpoint_row(session, ref)
+def delete_endpoint(session: Session, ref: str, project: str = "default") -> Endpoint:
+    row = get_endpoint_row(session, ref, project)
     if row.state != EndpointState.DELETING.value:
         row.state = EndpointState.DELETING.value
         row.generation += 1

@@ -40,10 +40,12 @@ def parse_upload_metadata(text: str) -> ModelUpload:
         raise validation_error(RequestValidationError(exc.errors())) from exc
 
 
-def _target_model(session: Session, request: ModelUpload) -> ModelRow | None:
+def _target_model(
+    session: Session, request: ModelUpload, project: str = "default"
+) -> ModelRow | None:
     """The parent model, or None when the upload creates a model (checked to be free)."""
     if request.parent_model is not None:
-        model = get_model_row(session, request.parent_model, field="parent_model")
+        model = get_model_row(session, request.parent_model, field="parent_model", project=project)
         if request.display_name is not None and request.display_name != model.display_name:
             raise InvalidArgumentError(
                 f"display_name {request.display_name!r} differs from parent model "
@@ -68,7 +70,7 @@ def _target_model(session: Session, request: ModelUpload) -> ModelRow | None:
         )
     existing = session.scalar(
         select(ModelRow.id).where(
-            ModelRow.project == "default", ModelRow.display_name == request.display_name
+            ModelRow.project == project, ModelRow.display_name == request.display_name
         )
     )
     if existing is not None:
@@ -80,7 +82,9 @@ def _target_model(session: Session, request: ModelUpload) -> ModelRow | None:
     return None
 
 
-def _precheck(db: Database, request: ModelUpload, *, uploaded: bool) -> None:
+def _precheck(
+    db: Database, request: ModelUpload, *, uploaded: bool, project: str = "default"
+) -> None:
     """Everything that can be refused before copying a possibly large artifact."""
     if uploaded and request.artifact_uri is not None:
         raise InvalidArgumentError(
@@ -95,7 +99,7 @@ def _precheck(db: Database, request: ModelUpload, *, uploaded: bool) -> None:
         )
     predictor_class(request.framework.value)  # framework known and installed here
     with db.session() as session:
-        _target_model(session, request)
+        _target_model(session, request, project)
 
 
 def upload_model(
@@ -104,9 +108,10 @@ def upload_model(
     request: ModelUpload,
     *,
     archive: IO[bytes] | None = None,
+    project: str = "default",
 ) -> ModelVersion:
     """Register a version from ``request.artifact_uri`` or an uploaded ``.tar.gz``."""
-    _precheck(db, request, uploaded=archive is not None)
+    _precheck(db, request, uploaded=archive is not None, project=project)
     with store.staging() as staged:
         if archive is not None:
             store.stage_tarball(archive, staged, field="artifact")
@@ -115,7 +120,7 @@ def upload_model(
             store.stage_uri(request.artifact_uri, staged)
         load_predictor(request.framework.value, staged)  # a model that does not load: 400
         sha256, size = tree_digest(staged)
-        return _register(db, store, request, staged, sha256=sha256, size=size)
+        return _register(db, store, request, staged, sha256=sha256, size=size, project=project)
 
 
 def _register(
@@ -126,14 +131,16 @@ def _register(
     *,
     sha256: str,
     size: int,
+    project: str = "default",
 ) -> ModelVersion:
     committed: str | None = None
     try:
         with db.session() as session:
-            model = _target_model(session, request)
+            model = _target_model(session, request, project)
             if model is None:
                 model = ModelRow(
                     id=new_id("mdl"),
+                    project=project,
                     display_name=request.display_name,
                     description=request.description,
                     labels=dict(request.labels),

@@ -51,12 +51,16 @@ __all__ = [
 # ---- lookups -------------------------------------------------------------------------------
 
 
-def get_model_row(session: Session, ref: str, *, field: str = "model") -> ModelRow:
-    """By id (``mdl-…``) or display_name."""
+def get_model_row(
+    session: Session, ref: str, *, field: str = "model", project: str = "default"
+) -> ModelRow:
+    """By id (``mdl-…``) or display_name, within ``project`` (others' models are not found)."""
     row = session.get(ModelRow, ref) if ref.startswith("mdl-") else None
+    if row is not None and row.project != project:
+        row = None
     if row is None:
         row = session.scalar(
-            select(ModelRow).where(ModelRow.project == "default", ModelRow.display_name == ref)
+            select(ModelRow).where(ModelRow.project == project, ModelRow.display_name == ref)
         )
     if row is None:
         raise NotFoundError(f"model {ref!r} not found", field=field)
@@ -85,14 +89,16 @@ def get_version_row(
     return row
 
 
-def resolve_version(session: Session, ref: str) -> ModelVersion:
-    """``model@3``, ``model@alias``, ``model`` (its default) or a version's global id."""
+def resolve_version(session: Session, ref: str, project: str = "default") -> ModelVersion:
+    """``model@3``, ``model@alias``, ``model`` (its default) or a version's global id, of a
+    model in ``project``."""
     if ref.startswith("mv-") and (row := session.get(ModelVersionRow, ref)) is not None:
         model = session.get(ModelRow, row.model_id)
         assert model is not None
-        return version_out(session, model, row)
+        if model.project == project:
+            return version_out(session, model, row)
     model_ref, version_ref = parse_version_ref(ref)
-    model = get_model_row(session, model_ref)
+    model = get_model_row(session, model_ref, project=project)
     return version_out(session, model, get_version_row(session, model, version_ref))
 
 
@@ -185,12 +191,14 @@ def _model_out(session: Session, row: ModelRow) -> Model:
 # ---- reads ---------------------------------------------------------------------------------
 
 
-def get_model(session: Session, ref: str) -> Model:
-    return _model_out(session, get_model_row(session, ref))
+def get_model(session: Session, ref: str, project: str = "default") -> Model:
+    return _model_out(session, get_model_row(session, ref, project=project))
 
 
-def get_version(session: Session, model_ref: str, version_ref: str) -> ModelVersion:
-    model = get_model_row(session, model_ref)
+def get_version(
+    session: Session, model_ref: str, version_ref: str, project: str = "default"
+) -> ModelVersion:
+    model = get_model_row(session, model_ref, project=project)
     return version_out(session, model, get_version_row(session, model, version_ref))
 
 
@@ -209,8 +217,9 @@ def list_models(
     label: str | None = None,
     framework: Framework | None = None,
     display_name: str | None = None,
+    project: str = "default",
 ) -> Page[Model]:
-    query = select(ModelRow)
+    query = select(ModelRow).where(ModelRow.project == project)
     if display_name is not None:
         query = query.where(ModelRow.display_name == display_name)
     if framework is not None:  # models with at least one version of that framework
@@ -235,8 +244,9 @@ def list_versions(
     page_token: str | None,
     label: str | None = None,
     framework: Framework | None = None,
+    project: str = "default",
 ) -> Page[ModelVersion]:
-    model = get_model_row(session, model_ref)
+    model = get_model_row(session, model_ref, project=project)
     query = select(ModelVersionRow).where(ModelVersionRow.model_id == model.id)
     if framework is not None:
         query = query.where(ModelVersionRow.framework == framework.value)
@@ -260,8 +270,10 @@ def move_alias(session: Session, model_id: str, alias: str, version_row_id: str)
         row.version_row_id = version_row_id
 
 
-def update_model(session: Session, ref: str, request: ModelUpdate) -> Model:
-    row = get_model_row(session, ref)
+def update_model(
+    session: Session, ref: str, request: ModelUpdate, project: str = "default"
+) -> Model:
+    row = get_model_row(session, ref, project=project)
     if request.description is not None:
         row.description = request.description
     if request.labels is not None:
@@ -271,9 +283,13 @@ def update_model(session: Session, ref: str, request: ModelUpdate) -> Model:
 
 
 def update_version(
-    session: Session, model_ref: str, version_ref: str, request: ModelVersionUpdate
+    session: Session,
+    model_ref: str,
+    version_ref: str,
+    request: ModelVersionUpdate,
+    project: str = "default",
 ) -> ModelVersion:
-    model = get_model_row(session, model_ref)
+    model = get_model_row(session, model_ref, project=project)
     row = get_version_row(session, model, version_ref)
     if request.aliases is not None:
         current = set(_aliases_of(session, [row.id])[row.id])
@@ -298,10 +314,14 @@ def update_version(
 
 
 def merge_aliases(
-    session: Session, model_ref: str, version_ref: str, request: AliasChanges
+    session: Session,
+    model_ref: str,
+    version_ref: str,
+    request: AliasChanges,
+    project: str = "default",
 ) -> ModelVersion:
     """``"prod"`` moves prod here; ``"-prod"`` removes it from this version."""
-    model = get_model_row(session, model_ref)
+    model = get_model_row(session, model_ref, project=project)
     row = get_version_row(session, model, version_ref)
     for item in request.aliases:
         alias = item.removeprefix("-")
@@ -338,10 +358,10 @@ def _refuse_if_deployed(session: Session, model: ModelRow, rows: list[ModelVersi
 
 
 def delete_version(
-    db: Database, store: ArtifactStore, model_ref: str, version_ref: str
+    db: Database, store: ArtifactStore, model_ref: str, version_ref: str, project: str = "default"
 ) -> ModelVersion:
     with db.session() as session:
-        model = get_model_row(session, model_ref)
+        model = get_model_row(session, model_ref, project=project)
         row = get_version_row(session, model, version_ref)
         _refuse_if_deployed(session, model, [row])
         result = version_out(session, model, row)
@@ -370,9 +390,11 @@ def delete_version(
     return result
 
 
-def delete_model(db: Database, store: ArtifactStore, model_ref: str) -> Model:
+def delete_model(
+    db: Database, store: ArtifactStore, model_ref: str, project: str = "default"
+) -> Model:
     with db.session() as session:
-        model = get_model_row(session, model_ref)
+        model = get_model_row(session, model_ref, project=project)
         rows = list(
             session.scalars(select(ModelVersionRow).where(ModelVersionRow.model_id == model.id))
         )

@@ -38,10 +38,23 @@ ADMIN_WRITE_RESOURCES = frozenset({"projects", "budgets"})
 GLOBAL_RESOURCES = ADMIN_ONLY_RESOURCES | {"projects"}
 # About the caller itself: any valid token may ask, with or without bindings.
 SELF_RESOURCES = frozenset({"tokens_self"})
-# Resources whose services keep rows per project. Any other resource (models, endpoints,
-# batch predictions, and new ones until their services take a project) lives in the default
-# project only: asking for it in another project is refused rather than leaking defaults.
-PROJECT_SCOPED_RESOURCES = frozenset({"clusters", "jobs", "logs", "billing", "budgets", "metrics"})
+# Resources whose services keep rows per project. Any other resource (training, tuning and
+# pipeline jobs, connections, and new ones until their services take a project) lives in the
+# default project only: asking for it in another project is refused rather than leaking
+# defaults.
+PROJECT_SCOPED_RESOURCES = frozenset(
+    {
+        "clusters",
+        "jobs",
+        "logs",
+        "billing",
+        "budgets",
+        "metrics",
+        "models",
+        "endpoints",
+        "batch_predictions",
+    }
+)
 
 
 def builtin_allows(role: Role, permission: str) -> bool:
