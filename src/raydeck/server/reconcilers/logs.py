@@ -10,14 +10,14 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from raydeck.backends.base import LogFileSource, NodeLogFile
-from raydeck.core.errors import RaydeckError
+from raydeck.core.errors import NotFoundError, RaydeckError
 from raydeck.core.models import ClusterState
 from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.core.models.operations import LogResourceKind
-from raydeck.db.models import ClusterRow, EndpointRow, JobRow
+from raydeck.db.models import ClusterRow, EndpointRow, JobRow, LogCursorRow
 from raydeck.server.reconcilers.loop import ReconcileLoop
 from raydeck.server.services import jobs as job_service
 from raydeck.server.services import logs as log_service
@@ -103,22 +103,39 @@ class LogCollector:
     # -- jobs through the Ray Jobs API ----------------------------------------------------
 
     def _jobs_to_poll(self) -> list[str]:
-        now = self.state.clock()
+        """Running jobs, and jobs that ended within the grace period and are not done yet.
+
+        Selected in SQL (one query each for jobs and done-markers): with thousands of stored
+        jobs, a row-by-row scan every pass held the GIL and SQLite long enough to push the
+        API's p99 from ~10 ms to over 100 ms."""
+        since = self.state.clock() - _FINISHED_JOB_GRACE
         terminal = [s.value for s in TERMINAL_JOB_STATES]
         with self.state.db.session() as session:
             live_clusters = select(ClusterRow.id).where(ClusterRow.state.in_(_LIVE))
-            ids = []
-            for row in session.scalars(select(JobRow).where(JobRow.cluster_id.in_(live_clusters))):
-                recent = row.end_time is None or now - row.end_time < _FINISHED_JOB_GRACE
-                done = log_service.get_cursor(session, f"jobdone:{row.id}") == 1
-                if row.state not in terminal or (recent and not done):
-                    ids.append(row.id)
-            return ids
+            candidates = session.execute(
+                select(JobRow.id, JobRow.state).where(
+                    JobRow.cluster_id.in_(live_clusters),
+                    or_(JobRow.state.not_in(terminal), JobRow.end_time >= since),
+                )
+            ).all()
+            ended = [f"jobdone:{job_id}" for job_id, state in candidates if state in terminal]
+            done = set(
+                session.scalars(
+                    select(LogCursorRow.source_key).where(
+                        LogCursorRow.source_key.in_(ended), LogCursorRow.position == 1
+                    )
+                )
+            )
+            return [job_id for job_id, _ in candidates if f"jobdone:{job_id}" not in done]
 
     async def collect_job(self, job_id: str) -> None:
         try:
             job = await job_service.get_job(self.state, job_id)
             text = await job_service.get_job_logs(self.state, job_id)
+        except NotFoundError as exc:  # Ray no longer knows the job: nothing more will come
+            log.debug("job %s logs are gone: %s", job_id, exc)
+            await asyncio.to_thread(self._mark_done, job_id)
+            return
         except RaydeckError as exc:
             log.debug("job %s logs not available: %s", job_id, exc)
             return
@@ -126,6 +143,10 @@ class LogCollector:
         await asyncio.to_thread(
             self._store_job_text, job.id, job.project, job.submission_id, text, finished
         )
+
+    def _mark_done(self, job_id: str) -> None:
+        with self.state.db.session() as session:
+            log_service.set_cursor(session, f"jobdone:{job_id}", 1)
 
     def _store_job_text(
         self, job_id: str, project: str, submission_id: str, text: str, finished: bool
