@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["Figure", "write_report"]
+__all__ = ["Figure", "p50_p99", "write_report"]
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+
+
+def p50_p99(samples: list[float]) -> tuple[float, float]:
+    """Median and 99th percentile (nearest rank below) of latency samples."""
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
 
 
 @dataclass(frozen=True)

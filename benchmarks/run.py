@@ -27,7 +27,7 @@ import httpx
 
 from benchmarks.data import bench_data
 from benchmarks.raw_ray import RawCluster
-from benchmarks.report import Figure, write_report
+from benchmarks.report import Figure, p50_p99, write_report
 from benchmarks.serving import bench_batch_prediction, bench_serving
 from benchmarks.tuning import bench_tuning
 from raydeck.client import RaydeckClient
@@ -151,11 +151,6 @@ def _store_jobs(db_url: str, cluster_id: str, count: int) -> list[str]:
     return ids
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
-
-
 def bench_api(server: ServerProcess, client: RaydeckClient) -> list[Figure]:
     _ensure_jobs_cluster(client)
     cluster = client.clusters.get(JOBS_CLUSTER)
@@ -175,7 +170,7 @@ def bench_api(server: ServerProcess, client: RaydeckClient) -> list[Figure]:
                 response = http.get(path())
                 samples.append((time.perf_counter() - begin) * 1000)
                 response.raise_for_status()
-            p50, p99 = _percentiles(samples)
+            p50, p99 = p50_p99(samples)
             figures.append(Figure(f"API {label} p50, 1,000 jobs stored", "ms", p50, None, 50, True))
             figures.append(Figure(f"API {label} p99, 1,000 jobs stored", "ms", p99, None, 50, True))
     return figures

@@ -32,7 +32,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from benchmarks.raw_ray import RawCluster
-from benchmarks.report import Figure
+from benchmarks.report import Figure, p50_p99
 from raydeck.client import RaydeckClient
 from raydeck.core.models import ClusterCreate, JobState
 from raydeck.core.models.batch_predictions import BatchPredictionState
@@ -145,11 +145,6 @@ def _throughput(url: str, headers: dict[str, str], concurrency: int = CONCURRENC
     return asyncio.run(_throughput_async(url, headers, concurrency))
 
 
-def _p50_p99(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
-
-
 def _start_raw_serve(raw: RawCluster, model_dir: Path) -> float:
     done = subprocess.run(
         [
@@ -202,7 +197,7 @@ def bench_serving(client: RaydeckClient, token: str) -> list[Figure]:
         for _ in range(LATENCY_BLOCKS):  # alternate so noise hits both alike
             theirs += _latencies(raw_url, headers)
             ours += _latencies(url, headers)
-        (p50, p99), (raw_p50, raw_p99) = _p50_p99(ours), _p50_p99(theirs)
+        (p50, p99), (raw_p50, raw_p99) = p50_p99(ours), p50_p99(theirs)
         raw_rps = statistics.median(_throughput(raw_url, headers) for _ in range(2))
         rps = statistics.median(_throughput(url, headers) for _ in range(2))
         print(f"  predict p50 {p50:.2f}/{raw_p50:.2f} ms, throughput {rps:.0f}/{raw_rps:.0f} rps")
