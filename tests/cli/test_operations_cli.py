@@ -31,6 +31,19 @@ def test_access_commands_grant_a_project_role(live_server: LiveServer) -> None:
     assert re.search(r"carol .* cli-reader@cli-team", listed.stdout), listed.stdout
     audit = raydeck(env, "audit", "--action", "role_bindings.")
     assert "role_bindings.create" in audit.stdout and "ok" in audit.stdout
+    # Every group's list and delete commands, undoing the above in reverse.
+    binding_id = bound.stdout.strip().rsplit("(", 1)[-1].rstrip(")")
+    assert binding_id in raydeck(env, "bindings", "list", "--project", "cli-team").stdout
+    assert "clusters.list logs.*" in raydeck(env, "roles", "list").stdout
+    for command, said in [
+        (("bindings", "delete", binding_id), f"binding {binding_id} removed"),
+        (("roles", "delete", "cli-reader"), "role cli-reader deleted"),
+        (("accounts", "delete", "carol"), "account carol and its tokens deleted"),
+        (("projects", "delete", "cli-team"), "project cli-team deleted"),
+    ]:
+        done = raydeck(env, *command)
+        assert said in done.stdout, done.stderr
+    assert "cli-team" not in raydeck(env, "projects", "list").stdout
 
 
 def test_billing_logs_and_top(live_server: LiveServer) -> None:

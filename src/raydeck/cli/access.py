@@ -6,8 +6,11 @@ from typing import Annotated
 
 import typer
 
-from raydeck.cli.output import console, print_table
+from raydeck.cli.output import print_table
+from raydeck.cli.resource_commands import ResourceCommands, add_resource_commands
 from raydeck.client import RaydeckClient
+from raydeck.core.models.access import Account, RoleBinding
+from raydeck.core.models.common import Page
 
 __all__ = ["accounts", "audit", "bindings", "projects", "roles"]
 
@@ -17,111 +20,96 @@ roles = typer.Typer(help="Built-in and custom roles (admins).", no_args_is_help=
 bindings = typer.Typer(help="Who has which role in which project.", no_args_is_help=True)
 
 
-@projects.command("create")
-def create_project(name: str, description: Annotated[str | None, typer.Option()] = None) -> None:
-    with RaydeckClient() as client:
-        project = client.access.create_project(name, description)
-    console.print(f"project {project.name} created")
+def _create_project(
+    client: RaydeckClient, name: str, description: Annotated[str | None, typer.Option()] = None
+) -> str:
+    return f"project {client.access.create_project(name, description).name} created"
 
 
-@projects.command("list")
-def list_projects() -> None:
-    with RaydeckClient() as client:
-        page = client.access.projects()
-    rows = [(p.name, p.description or "", f"{p.created_at:%Y-%m-%d %H:%M}") for p in page.items]
-    print_table("projects", ["name", "description", "created"], rows)
-
-
-@projects.command("delete")
-def delete_project(name: str) -> None:
-    with RaydeckClient() as client:
-        client.access.delete_project(name)
-    console.print(f"project {name} deleted")
-
-
-@accounts.command("create")
-def create_account(
+def _create_account(
+    client: RaydeckClient,
     name: str,
     kind: Annotated[str, typer.Option(help="user | service_account")] = "user",
     display_name: Annotated[str | None, typer.Option()] = None,
-) -> None:
-    with RaydeckClient() as client:
-        account = client.access.create_account(name, kind=kind, display_name=display_name)
-    console.print(f"{account.kind.value} {account.name} created")
+) -> str:
+    account = client.access.create_account(name, kind=kind, display_name=display_name)
+    return f"{account.kind.value} {account.name} created"
 
 
-@accounts.command("list")
-def list_accounts() -> None:
-    with RaydeckClient() as client:
-        page = client.access.accounts(page_size=1000)
-    rows = [
-        (a.name, a.kind.value, ", ".join(f"{b.role}@{b.project}" for b in a.bindings))
-        for a in page.items
-    ]
-    print_table("accounts", ["name", "kind", "roles"], rows)
-
-
-@accounts.command("delete")
-def delete_account(name: str) -> None:
-    with RaydeckClient() as client:
-        client.access.delete_account(name)
-    console.print(f"account {name} and its tokens deleted")
-
-
-@roles.command("create")
-def create_role(
+def _create_role(
+    client: RaydeckClient,
     name: str,
     permission: Annotated[
         list[str], typer.Option("--permission", "-p", help="e.g. endpoints.predict, jobs.*")
     ],
     description: Annotated[str | None, typer.Option()] = None,
-) -> None:
-    with RaydeckClient() as client:
-        role = client.access.create_role(name, permission, description)
-    console.print(f"role {role.name}: {', '.join(role.permissions)}")
+) -> str:
+    role = client.access.create_role(name, permission, description)
+    return f"role {role.name}: {', '.join(role.permissions)}"
 
 
-@roles.command("list")
-def list_roles() -> None:
-    with RaydeckClient() as client:
-        page = client.access.roles()
-    rows = [
-        (r.name, "built-in" if r.builtin else "custom", " ".join(r.permissions)) for r in page.items
-    ]
-    print_table("roles", ["name", "kind", "permissions"], rows)
-
-
-@roles.command("delete")
-def delete_role(name: str) -> None:
-    with RaydeckClient() as client:
-        client.access.delete_role(name)
-    console.print(f"role {name} deleted")
-
-
-@bindings.command("create")
-def create_binding(
+def _create_binding(
+    client: RaydeckClient,
     account: str,
     role: str,
     project: Annotated[str, typer.Option(help="Project, or '*' for every project.")] = "default",
-) -> None:
-    with RaydeckClient() as client:
-        binding = client.access.bind(account, role, project)
-    console.print(f"{binding.account} is {binding.role} in {binding.project} ({binding.id})")
+) -> str:
+    binding = client.access.bind(account, role, project)
+    return f"{binding.account} is {binding.role} in {binding.project} ({binding.id})"
 
 
-@bindings.command("list")
-def list_bindings(project: Annotated[str | None, typer.Option()] = None) -> None:
-    with RaydeckClient() as client:
-        page = client.access.bindings(project)
-    rows = [(b.id, b.account, b.role, b.project) for b in page.items]
-    print_table("role bindings", ["id", "account", "role", "project"], rows)
+def _list_bindings(
+    client: RaydeckClient, project: Annotated[str | None, typer.Option()] = None
+) -> Page[RoleBinding]:
+    return client.access.bindings(project)
 
 
-@bindings.command("delete")
-def delete_binding(binding_id: str) -> None:
-    with RaydeckClient() as client:
-        client.access.unbind(binding_id)
-    console.print(f"binding {binding_id} removed")
+def _account_row(account: Account) -> tuple[str, ...]:
+    roles = ", ".join(f"{b.role}@{b.project}" for b in account.bindings)
+    return (account.name, account.kind.value, roles)
+
+
+COMMANDS = {
+    projects: ResourceCommands(
+        create=_create_project,
+        list=lambda client: client.access.projects(),
+        title="projects",
+        columns=("name", "description", "created"),
+        row=lambda p: (p.name, p.description or "", f"{p.created_at:%Y-%m-%d %H:%M}"),
+        delete=lambda client, name: client.access.delete_project(name),
+        deleted="project {} deleted",
+    ),
+    accounts: ResourceCommands(
+        create=_create_account,
+        list=lambda client: client.access.accounts(page_size=1000),
+        title="accounts",
+        columns=("name", "kind", "roles"),
+        row=_account_row,
+        delete=lambda client, name: client.access.delete_account(name),
+        deleted="account {} and its tokens deleted",
+    ),
+    roles: ResourceCommands(
+        create=_create_role,
+        list=lambda client: client.access.roles(),
+        title="roles",
+        columns=("name", "kind", "permissions"),
+        row=lambda r: (r.name, "built-in" if r.builtin else "custom", " ".join(r.permissions)),
+        delete=lambda client, name: client.access.delete_role(name),
+        deleted="role {} deleted",
+    ),
+    bindings: ResourceCommands(
+        create=_create_binding,
+        list=_list_bindings,
+        title="role bindings",
+        columns=("id", "account", "role", "project"),
+        row=lambda b: (b.id, b.account, b.role, b.project),
+        delete=lambda client, binding_id: client.access.unbind(binding_id),
+        deleted="binding {} removed",
+        key="binding_id",
+    ),
+}
+for group, commands in COMMANDS.items():
+    add_resource_commands(group, commands)
 
 
 def audit(

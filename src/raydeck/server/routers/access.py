@@ -22,120 +22,76 @@ from raydeck.core.models.access import (
 from raydeck.core.models.common import Page
 from raydeck.server.auth import Principal, require
 from raydeck.server.routers.common import DbSession, PageSize, PageToken
+from raydeck.server.routers.resource_routes import (
+    ResourceRoutes,
+    add_resource_routes,
+    query_parameter,
+)
 from raydeck.server.services import access as service
 from raydeck.server.services import audit as audit_service
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
-
-@router.post("/projects", status_code=201)
-def create_project(
-    body: ProjectCreate,
-    session: DbSession,
-    _: Annotated[Principal, Depends(require("projects.create"))],
-) -> Project:
-    return service.create_project(session, body)
-
-
-@router.get("/projects")
-def list_projects(
-    session: DbSession, _: Annotated[Principal, Depends(require("projects.list"))]
-) -> Page[Project]:
-    return service.list_projects(session)
-
-
-@router.delete("/projects/{project}")
-def delete_project(
-    project: str,
-    session: DbSession,
-    _: Annotated[Principal, Depends(require("projects.delete"))],
-) -> Project:
-    return service.delete_project(session, project)
-
-
-@router.post("/accounts", status_code=201)
-def create_account(
-    body: AccountCreate,
-    session: DbSession,
-    _: Annotated[Principal, Depends(require("accounts.create"))],
-) -> Account:
-    return service.create_account(session, body)
-
-
-@router.get("/accounts")
-def list_accounts(
-    session: DbSession,
-    _: Annotated[Principal, Depends(require("accounts.list"))],
-    page_size: PageSize = 100,
-    page_token: PageToken = None,
-) -> Page[Account]:
-    return service.list_accounts(session, page_size, page_token)
-
-
-@router.get("/accounts/{account}")
-def get_account(
-    account: str, session: DbSession, _: Annotated[Principal, Depends(require("accounts.get"))]
-) -> Account:
-    return service.get_account(session, account)
-
-
-@router.delete("/accounts/{account}")
-def delete_account(
-    account: str,
-    session: DbSession,
-    _: Annotated[Principal, Depends(require("accounts.delete"))],
-) -> Account:
-    return service.delete_account(session, account)
-
-
-@router.post("/roleBindings", status_code=201)
-def create_binding(
-    body: RoleBindingCreate,
-    session: DbSession,
-    _: Annotated[Principal, Depends(require("role_bindings.create"))],
-) -> RoleBinding:
-    return service.bind_role(session, body)
-
-
-@router.get("/roleBindings")
-def list_bindings(
-    session: DbSession,
-    _: Annotated[Principal, Depends(require("role_bindings.list"))],
-    project: Annotated[ProjectRef | None, Query(alias="in_project")] = None,
-) -> Page[RoleBinding]:
-    return service.list_bindings(session, project)
-
-
-@router.delete("/roleBindings/{binding_id}")
-def delete_binding(
-    binding_id: str,
-    session: DbSession,
-    _: Annotated[Principal, Depends(require("role_bindings.delete"))],
-) -> RoleBinding:
-    return service.unbind_role(session, binding_id)
-
-
-@router.post("/roles", status_code=201)
-def create_role(
-    body: CustomRoleCreate,
-    session: DbSession,
-    _: Annotated[Principal, Depends(require("roles.create"))],
-) -> CustomRole:
-    return service.create_role(session, body)
-
-
-@router.get("/roles")
-def list_roles(
-    session: DbSession, _: Annotated[Principal, Depends(require("roles.list"))]
-) -> Page[CustomRole]:
-    return service.list_roles(session)
-
-
-@router.delete("/roles/{role}")
-def delete_role(
-    role: str, session: DbSession, _: Annotated[Principal, Depends(require("roles.delete"))]
-) -> CustomRole:
-    return service.delete_role(session, role)
+RESOURCES = (
+    ResourceRoutes(
+        path="/projects",
+        key="project",
+        singular="project",
+        plural="projects",
+        permission="projects",
+        item=Project,
+        body=ProjectCreate,
+        create=service.create_project,
+        list=service.list_projects,
+        delete=service.delete_project,
+    ),
+    ResourceRoutes(
+        path="/accounts",
+        key="account",
+        singular="account",
+        plural="accounts",
+        permission="accounts",
+        item=Account,
+        body=AccountCreate,
+        create=service.create_account,
+        list=service.list_accounts,
+        get=service.get_account,
+        delete=service.delete_account,
+        list_query=(
+            query_parameter("page_size", PageSize, 100),
+            query_parameter("page_token", PageToken),
+        ),
+    ),
+    ResourceRoutes(
+        path="/roleBindings",
+        key="binding_id",
+        singular="binding",
+        plural="bindings",
+        permission="role_bindings",
+        item=RoleBinding,
+        body=RoleBindingCreate,
+        create=service.bind_role,
+        list=service.list_bindings,
+        delete=service.unbind_role,
+        list_query=(
+            query_parameter("project", Annotated[ProjectRef | None, Query(alias="in_project")]),
+        ),
+    ),
+    ResourceRoutes(
+        path="/roles",
+        key="role",
+        singular="role",
+        plural="roles",
+        permission="roles",
+        item=CustomRole,
+        body=CustomRoleCreate,
+        create=service.create_role,
+        list=service.list_roles,
+        delete=service.delete_role,
+    ),
+)
+for resource in RESOURCES:
+    add_resource_routes(router, resource)
 
 
 @router.get("/audit")
