@@ -151,6 +151,11 @@ def test_files_read_write_and_query(files: Warehouse, tmp_path: Path) -> None:
     assert [d.name for d in files.list_datasets()] == ["curated", "raw"]
     rows = files.query("SELECT count(*) AS n FROM curated.events_a WHERE id >= 100", 5)
     assert rows.to_pylist() == [{"n": 100}]
+    streamed = files.read_query("SELECT kind, count(*) AS n FROM raw.events GROUP BY kind")
+    assert sorted(streamed.take_all(), key=str) == [
+        {"kind": "a", "n": 150},
+        {"kind": "b", "n": 150},
+    ]
     with pytest.raises(InvalidArgumentError):
         files.query("SELECT * FROM read_parquet('/etc/hostname')", 5)
 

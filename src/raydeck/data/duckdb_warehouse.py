@@ -17,10 +17,11 @@ Connections are opened briefly and closed; a file held by another writer is retr
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -56,7 +57,13 @@ from raydeck.data.base import (
 )
 from raydeck.data.staging import StagedFilesDatasink
 
-__all__ = ["DuckDBWarehouse", "arrow_reader", "connect_duckdb", "run_duckdb_query"]
+__all__ = [
+    "DuckDBQueryDatasource",
+    "DuckDBWarehouse",
+    "arrow_reader",
+    "connect_duckdb",
+    "run_duckdb_query",
+]
 
 LOCK_TIMEOUT = 60.0
 MIN_ROWS_PER_READ_TASK = 50_000
@@ -163,11 +170,13 @@ class _RowidRangeDatasource(Datasource):
         return read
 
 
-class _QueryDatasource(Datasource):
-    """A query's result streamed by one task (arbitrary SQL has no safe split)."""
+class DuckDBQueryDatasource(Datasource):
+    """A query's result streamed by one task (arbitrary SQL has no safe split), over a DuckDB
+    connection that ``connect`` opens inside the task and the task closes. ``connect`` is
+    pickled to the task: a module-level function, a ``functools.partial`` or a bound method."""
 
-    def __init__(self, path: str, sql: str) -> None:
-        self.path, self.sql = path, sql
+    def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], sql: str) -> None:
+        self.connect, self.sql = connect, sql
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -175,13 +184,15 @@ class _QueryDatasource(Datasource):
     def get_read_tasks(
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
     ) -> list[ReadTask]:
-        path, sql = self.path, self.sql
+        connect, sql = self.connect, self.sql
 
         def read() -> Iterator[Block]:
-            with _opened(path, read_only=True) as con:
-                reader = arrow_reader(con, sql, ROWS_PER_BLOCK)
-                for batch in reader:
+            con = connect()
+            try:
+                for batch in arrow_reader(con, sql, ROWS_PER_BLOCK):
                     yield pa.Table.from_batches([batch])
+            finally:
+                con.close()
 
         return [ReadTask(read, BlockMetadata(None, None, None, None))]
 
@@ -292,7 +303,8 @@ class DuckDBWarehouse(Warehouse):
                 con.execute(f"DESCRIBE {body}")  # a bad query fails here, in the driver
             except duckdb.Error as exc:
                 raise InvalidArgumentError(f"query failed in DuckDB: {exc}", field="sql") from exc
-        return cast(Dataset, ray.data.read_datasource(_QueryDatasource(self.path, body)))
+        connect = functools.partial(connect_duckdb, self.path, read_only=True)
+        return cast(Dataset, ray.data.read_datasource(DuckDBQueryDatasource(connect, body)))
 
     def table_sink(self, dataset: str, table: str, mode: WriteMode) -> StagedFilesDatasink:
         ref = self.ref(dataset, table)

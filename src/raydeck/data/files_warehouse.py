@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any, cast
 
 import duckdb
@@ -27,8 +26,6 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import ray.data
 from pyarrow.fs import FSSpecHandler, PyFileSystem  # type: ignore[import-untyped]
 from ray.data import Dataset
-from ray.data.block import Block, BlockMetadata
-from ray.data.datasource.datasource import Datasource, ReadTask
 
 from raydeck.core.errors import (
     AlreadyExistsError,
@@ -52,7 +49,7 @@ from raydeck.data.base import (
     new_write_id,
     quote,
 )
-from raydeck.data.duckdb_warehouse import arrow_reader, run_duckdb_query
+from raydeck.data.duckdb_warehouse import DuckDBQueryDatasource, run_duckdb_query
 from raydeck.data.staging import StagedFilesDatasink, part_writer
 
 __all__ = ["FilesWarehouse"]
@@ -238,7 +235,8 @@ class FilesWarehouse(Warehouse):
 
     def read_query(self, sql: str, *, parallelism: int = -1) -> Dataset:
         self.query(sql, 0)  # a bad query fails here, in the driver
-        return cast(Dataset, ray.data.read_datasource(_FilesQueryDatasource(self, sql)))
+        source = DuckDBQueryDatasource(self._duckdb_views, sql)
+        return cast(Dataset, ray.data.read_datasource(source))
 
     def table_sink(self, dataset: str, table: str, mode: WriteMode) -> StagedFilesDatasink:
         ref = self.ref(dataset, table)
@@ -332,29 +330,6 @@ class FilesWarehouse(Warehouse):
         finally:
             _remove(fs, staging)
         return WriteResult(table=ref, mode=mode, rows_written=result.num_rows)
-
-
-class _FilesQueryDatasource(Datasource):
-    def __init__(self, warehouse: FilesWarehouse, sql: str) -> None:
-        self.warehouse, self.sql = warehouse, sql
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return None
-
-    def get_read_tasks(
-        self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
-    ) -> list[ReadTask]:
-        warehouse, sql = self.warehouse, self.sql
-
-        def read() -> Iterator[Block]:
-            con = warehouse._duckdb_views()
-            try:
-                for batch in arrow_reader(con, sql, 131_072):
-                    yield pa.Table.from_batches([batch])
-            finally:
-                con.close()
-
-        return [ReadTask(read, BlockMetadata(None, None, None, None))]
 
 
 def _remove(fs: Any, path: str) -> None:
