@@ -8,18 +8,27 @@ an endpoint can answer 400 with a message a caller can act on.
 from __future__ import annotations
 
 import numbers
+import pickle
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import joblib
 import numpy as np
 import numpy.typing as npt
 
 from raydeck.core.errors import FailedPreconditionError, InvalidArgumentError
 
-__all__ = ["BASELINE_KEY", "Explanation", "Predictor", "first_line"]
+__all__ = [
+    "BASELINE_KEY",
+    "Explanation",
+    "Predictor",
+    "contribution_explanations",
+    "first_line",
+    "load_pickled",
+]
 
 # Key of the part of an attribution that belongs to no feature (intercept / tree bias); all
 # values of one explanation add up to the model's raw output (margin / decision function).
@@ -34,6 +43,28 @@ def first_line(exc: BaseException) -> str:
     """One readable line from a framework error (drops C++ timestamps and stack traces)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return re.sub(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", text)
+
+
+def load_pickled(path: Path) -> Any:
+    """A model saved with joblib (``*.joblib``) or plain pickle (any other name)."""
+    if path.suffix == ".joblib":
+        return joblib.load(path)
+    with path.open("rb") as handle:
+        return pickle.load(handle)
+
+
+def contribution_explanations(
+    contributions: npt.NDArray[Any], names: list[str]
+) -> list[Explanation]:
+    """Per-feature contributions with the bias last, as tree libraries compute them: rows of
+    ``(features + 1)``, or ``(classes, features + 1)`` per row, of which the top class's."""
+    if contributions.ndim == 3:
+        top = np.argmax(contributions.sum(axis=2), axis=1)
+        contributions = contributions[np.arange(len(contributions)), top]
+    return [
+        {**dict(zip(names, row[:-1].tolist(), strict=True)), BASELINE_KEY: float(row[-1])}
+        for row in contributions
+    ]
 
 
 class Predictor(ABC):

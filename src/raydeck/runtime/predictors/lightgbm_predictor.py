@@ -3,17 +3,20 @@ pickled ``LGBMModel`` in ``model.joblib`` / ``model.pkl`` (keeps scikit-learn se
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import joblib
 import lightgbm as lgb
 import numpy as np
 
 from raydeck.core.errors import InvalidArgumentError
-from raydeck.runtime.predictors.base import BASELINE_KEY, Explanation, Predictor
+from raydeck.runtime.predictors.base import (
+    Explanation,
+    Predictor,
+    contribution_explanations,
+    load_pickled,
+)
 
 __all__ = ["LightGBMPredictor"]
 
@@ -34,11 +37,7 @@ class LightGBMPredictor(Predictor):
         if path.suffix == ".txt":
             booster = lgb.Booster(model_file=str(path))
         else:
-            if path.suffix == ".joblib":
-                model = joblib.load(path)
-            else:
-                with path.open("rb") as handle:
-                    model = pickle.load(handle)
+            model = load_pickled(path)
             if isinstance(model, lgb.LGBMModel):
                 self.estimator, booster = model, model.booster_
             elif isinstance(model, lgb.Booster):
@@ -82,11 +81,5 @@ class LightGBMPredictor(Predictor):
         width = x.shape[1] + 1
         contributions = np.asarray(self.booster.predict(x, pred_contrib=True))
         if contributions.shape[1] > width:  # multiclass: (n, classes * (features + 1))
-            per_class = contributions.reshape(len(x), -1, width)
-            top = np.argmax(per_class.sum(axis=2), axis=1)
-            contributions = per_class[np.arange(len(x)), top]
-        names = self.names(x.shape[1])
-        return [
-            {**dict(zip(names, row[:-1].tolist(), strict=True)), BASELINE_KEY: float(row[-1])}
-            for row in contributions
-        ]
+            contributions = contributions.reshape(len(x), -1, width)
+        return contribution_explanations(contributions, self.names(x.shape[1]))

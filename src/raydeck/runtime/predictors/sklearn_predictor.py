@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import numpy.typing as npt
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from raydeck.core.errors import FailedPreconditionError, InvalidArgumentError
-from raydeck.runtime.predictors.base import BASELINE_KEY, Explanation, Predictor
+from raydeck.runtime.predictors.base import BASELINE_KEY, Explanation, Predictor, load_pickled
 
 __all__ = ["SklearnPredictor", "linear_explanations"]
 
@@ -47,11 +45,7 @@ class SklearnPredictor(Predictor):
 
     def load(self, artifact_dir: Path) -> None:
         path = self.artifact_file(artifact_dir)
-        if path.suffix == ".joblib":
-            model = joblib.load(path)
-        else:
-            with path.open("rb") as handle:
-                model = pickle.load(handle)
+        model = load_pickled(path)
         if not callable(getattr(model, "predict", None)):
             raise InvalidArgumentError(
                 f"{path.name} holds a {type(model).__name__}, not an estimator with predict()",

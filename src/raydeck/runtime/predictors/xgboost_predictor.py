@@ -7,17 +7,20 @@ type in the file; it is loaded back as that estimator so ``predict`` returns cla
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import xgboost as xgb
 
 from raydeck.core.errors import InvalidArgumentError
-from raydeck.runtime.predictors.base import BASELINE_KEY, Explanation, Predictor
+from raydeck.runtime.predictors.base import (
+    Explanation,
+    Predictor,
+    contribution_explanations,
+    load_pickled,
+)
 
 __all__ = ["XGBoostPredictor"]
 
@@ -42,11 +45,7 @@ class XGBoostPredictor(Predictor):
     def load(self, artifact_dir: Path) -> None:
         path = self.artifact_file(artifact_dir)
         if path.suffix in (".joblib", ".pkl"):
-            if path.suffix == ".joblib":
-                model = joblib.load(path)
-            else:
-                with path.open("rb") as handle:
-                    model = pickle.load(handle)
+            model = load_pickled(path)
             if isinstance(model, xgb.XGBModel):
                 self.estimator, booster = model, model.get_booster()
             elif isinstance(model, xgb.Booster):
@@ -99,14 +98,7 @@ class XGBoostPredictor(Predictor):
         x = self.to_array(instances, np.float32)
         matrix = xgb.DMatrix(x, feature_names=self.booster.feature_names, missing=np.nan)
         contributions = np.asarray(self.booster.predict(matrix, pred_contribs=True))
-        if contributions.ndim == 3:  # (n, classes, features + 1): explain the top class
-            top = np.argmax(contributions.sum(axis=2), axis=1)
-            contributions = contributions[np.arange(len(x)), top]
-        names = self.names(x.shape[1])
-        return [
-            {**dict(zip(names, row[:-1].tolist(), strict=True)), BASELINE_KEY: float(row[-1])}
-            for row in contributions
-        ]
+        return contribution_explanations(contributions, self.names(x.shape[1]))
 
 
 def _estimator_type(booster: xgb.Booster) -> str | None:
