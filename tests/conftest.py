@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -14,11 +17,49 @@ from raydeck.client import RaydeckClient
 from raydeck.core.models import Role, TokenCreate
 from raydeck.core.settings import Settings
 from raydeck.db.models import utcnow
+from raydeck.db.session import Database
 from raydeck.server.app import create_app
 from raydeck.server.services.tokens import create_token
 from tests.fakes import InMemoryClusterBackend
 
 pytest_plugins = ["tests.ray_fixtures"]
+
+
+_DB_FILE = "raydeck.db"  # where Settings puts the SQLite DB under RAYDECK_HOME
+_template: tuple[Path, dict[str, str]] | None = None
+
+
+def _role_tokens(db: Database) -> dict[str, str]:
+    with db.session() as session:
+        return {
+            role.value: create_token(
+                session, TokenCreate(name=f"{role.value}-t", role=role.value)
+            ).secret
+            for role in Role
+        }
+
+
+def _fresh_db(home: Path) -> dict[str, str]:
+    """Put a migrated SQLite DB holding one token per role into ``home``; return the tokens.
+
+    Migrating is most of an in-process server's start-up, so it happens once per test process,
+    into a template that every server then starts from a copy of (the server still runs its
+    migrations at start; they find the schema at head). Tokens are the same in every copy.
+    """
+    global _template
+    if _template is None:
+        root = Path(tempfile.mkdtemp(prefix="raydeck-db-template-"))
+        atexit.register(shutil.rmtree, root, True)
+        db = Database(f"sqlite:///{root / _DB_FILE}")
+        db.migrate()
+        tokens = _role_tokens(db)
+        db.dispose()  # the last connection closing folds the WAL into the file
+        assert not (root / f"{_DB_FILE}-wal").exists()
+        _template = (root / _DB_FILE, tokens)
+    template, tokens = _template
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, home / _DB_FILE)
+    return dict(tokens)
 
 
 class Api:
@@ -42,6 +83,9 @@ class Api:
             database_url=database_url,
             **settings,
         )
+        db_file = self.settings.home / _DB_FILE
+        if self.settings.db_url == f"sqlite:///{db_file}" and not tokens and not db_file.exists():
+            tokens = _fresh_db(self.settings.home)
         self.backend = backend or InMemoryClusterBackend()
         self.app = create_app(
             self.settings,
@@ -52,14 +96,8 @@ class Api:
         self.http = TestClient(self.app, raise_server_exceptions=False)
         self.http.__enter__()  # runs the lifespan (reconcilers)
         state = self.app.state.raydeck
-        self.tokens: dict[str, str] = dict(tokens or {})
-        if tokens:  # a restart on the same home: the tokens already exist
-            return
-        with state.db.session() as session:
-            for role in Role:
-                request = TokenCreate(name=f"{role.value}-t", role=role.value)
-                created = create_token(session, request)
-                self.tokens[role.value] = created.secret
+        # Given (a template's copy, or a restart on the same home): the tokens exist already.
+        self.tokens: dict[str, str] = dict(tokens) if tokens else _role_tokens(state.db)
 
     def headers(self, role: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
