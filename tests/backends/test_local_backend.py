@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +24,7 @@ import pytest
 from raydeck.backends.base import BackendError, ClusterEndpoints, ClusterSpec, PoolSpec
 from raydeck.backends.local import LocalClusterBackend, find_cluster_processes
 from raydeck.backends.local.processes import terminate
+from tests.waiting import wait_until
 
 # Below Linux's ephemeral range (32768-60999), where outgoing connections take ports.
 PORT_START = int(os.environ.get("RAYDECK_TEST_LOCAL_PORT_START", "26000"))
@@ -127,15 +128,6 @@ def daemon_pids(cluster_id: str, node: str | None = None) -> set[int]:
         except psutil.Error:
             pass
     return daemons
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def cleanup(backend: LocalClusterBackend, spec: ClusterSpec) -> None:
@@ -281,7 +273,7 @@ def test_dead_worker_is_reported_and_replaced(
         p for p in find_cluster_processes(spec.cluster_id, "gpuish-1") if p.name() == "raylet"
     ]
     raylet.kill()
-    assert wait_until(lambda: backend.observe(one).alive_replicas("gpuish") == 0)
+    wait_until(lambda: backend.observe(one).alive_replicas("gpuish") == 0, "gpuish to stop", 15)
     assert backend.observe(one).head_alive
 
     backend.apply(one)
@@ -350,7 +342,7 @@ def test_dead_gcs_is_reported_then_apply_restarts_and_delete_cleans(
         endpoints = backend.apply(spec)
         assert run_task(endpoints, spec.ray_auth_token, "on_head") == "head"
         first_gcs = kill_gcs(spec.cluster_id)
-        assert wait_until(lambda: not backend.observe(spec).head_alive)
+        wait_until(lambda: not backend.observe(spec).head_alive, "the head to die", 15)
         observed = backend.observe(spec)
         assert [(n.name, n.alive) for n in observed.nodes] == [("head", False)]
 
@@ -359,7 +351,7 @@ def test_dead_gcs_is_reported_then_apply_restarts_and_delete_cleans(
         assert first_gcs not in daemon_pids(spec.cluster_id)
 
         kill_gcs(spec.cluster_id)
-        assert wait_until(lambda: not backend.observe(spec).head_alive)
+        wait_until(lambda: not backend.observe(spec).head_alive, "the head to die", 15)
         backend.delete(spec)
         assert find_cluster_processes(spec.cluster_id) == []
         assert backend.observe(spec).endpoints is None

@@ -4,8 +4,8 @@ new cluster — in a project of its own, so the session's other tests are not af
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,8 +17,12 @@ from raydeck.core.models import ClusterCreate, JobState
 from raydeck.core.models.operations import BudgetUpdate
 from tests.cli.test_cli import raydeck
 from tests.ray_fixtures import LiveServer
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+# Real Ray reports logs and metrics every few seconds.
+_wait_for = partial(wait_until, timeout=90.0, interval=0.5)
 
 PROJECT = "ops-e2e"
 MARKER = "raydeck-ops-marker-7319"
@@ -37,16 +41,6 @@ def ops_client(live_server: LiveServer) -> Iterator[RaydeckClient]:
         client.clusters.delete("ops")
         client.clusters.wait_deleted("ops", timeout=120)
         client.close()
-
-
-def _wait_for(check: object, what: str, timeout: float = 90.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()  # type: ignore[operator]
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_job_output_is_found_by_log_query(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from raydeck.core.models.operations import LogResourceKind
 from raydeck.server.services import logs as log_service
 from tests.conftest import Api
 from tests.fakes import InMemoryClusterBackend
+from tests.waiting import wait_until
 
 
 class FileLogBackend(InMemoryClusterBackend, LogFileSource):
@@ -32,16 +32,6 @@ class FileLogBackend(InMemoryClusterBackend, LogFileSource):
         return [
             NodeLogFile(p.parent.name, p, p.name) for p in sorted(base.glob("*/*")) if p.is_file()
         ]
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _query(api: Api, **params: Any) -> list[dict[str, Any]]:
