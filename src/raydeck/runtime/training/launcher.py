@@ -35,7 +35,13 @@ from raydeck.runtime.training.replicas import (
     free_port,
     node_ip,
 )
-from raydeck.runtime.training.spec import RunSpec, pool_argv, replica_env, replica_name
+from raydeck.runtime.training.spec import (
+    RunSpec,
+    pool_argv,
+    ray_options,
+    replica_env,
+    replica_name,
+)
 
 __all__ = ["ReplicaActor", "RunOutcome", "execute", "execute_remote", "main", "write_status"]
 
@@ -132,7 +138,8 @@ def execute(run: RunSpec, status: StatusCallback | None = None) -> RunOutcome:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     run_pg, placement_group_bundle_index=k
                 ),
-                **_actor_resources(run, p),
+                # The bundle holds the reservation; the actor claims it so nothing else takes it.
+                **ray_options(run.pools[p].machine_spec),
             ).remote()
             for k, (p, _) in enumerate(coded)
         ]
@@ -158,17 +165,6 @@ def execute(run: RunSpec, status: StatusCallback | None = None) -> RunOutcome:
     finally:
         for group in groups:
             remove_placement_group(group)
-
-
-def _actor_resources(run: RunSpec, pool: int) -> dict[str, Any]:
-    # The bundle holds the reservation; the actor claims it so nothing else takes it.
-    spec = run.pools[pool].machine_spec
-    extra: dict[str, Any] = {"num_cpus": spec.cpus, "num_gpus": spec.gpus}
-    if spec.memory:
-        extra["memory"] = spec.memory
-    if spec.resources:
-        extra["resources"] = dict(spec.resources)
-    return extra
 
 
 def _gcs_address() -> str | None:

@@ -10,13 +10,14 @@ from typing import Any
 from pydantic import Field
 
 from raydeck.core.models.common import LenientModel
-from raydeck.core.models.training import TrainingPoolSpec
+from raydeck.core.models.training import MachineSpec, TrainingPoolSpec
 
 __all__ = [
     "RunSpec",
     "aip_dirs",
     "cluster_spec",
     "pool_argv",
+    "ray_options",
     "replica_env",
     "tf_config",
     "train_workers",
@@ -34,6 +35,16 @@ class RunSpec(LenientModel):
     trial_id: str | None = None
     extra_args: list[str] = Field(default_factory=list)  # the trial's --name=value
     report_path: str | None = None  # control-plane route that takes metric points
+
+
+def ray_options(machine: MachineSpec) -> dict[str, Any]:
+    """What one replica reserves, as keyword arguments of a Ray task's or actor's ``options``."""
+    options: dict[str, Any] = {"num_cpus": machine.cpus, "num_gpus": machine.gpus}
+    if machine.memory:
+        options["memory"] = machine.memory
+    if machine.resources:
+        options["resources"] = dict(machine.resources)
+    return options
 
 
 def aip_dirs(output_dir: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from raydeck.core.models.common import LenientModel
 from raydeck.core.models.training import CustomJobSpec
 from raydeck.runtime.training.control_plane import ControlPlane
 from raydeck.runtime.training.launcher import execute_remote, write_status
-from raydeck.runtime.training.spec import RunSpec
+from raydeck.runtime.training.spec import RunSpec, ray_options
 
 __all__ = ["StudyDriverSpec", "main", "run_study"]
 
@@ -37,19 +37,9 @@ class StudyDriverSpec(LenientModel):
     trial_job_spec: CustomJobSpec
 
 
-def _task_options(spec: CustomJobSpec) -> dict[str, Any]:
-    machine = spec.worker_pool_specs[0].machine_spec
-    options: dict[str, Any] = {"num_cpus": machine.cpus, "num_gpus": machine.gpus}
-    if machine.memory:
-        options["memory"] = machine.memory
-    if machine.resources:
-        options["resources"] = dict(machine.resources)
-    return options
-
-
 def run_study(spec: StudyDriverSpec, control: ControlPlane) -> None:
     base = f"/api/v1/hyperparameterTuningJobs/{spec.job_id}"
-    options = _task_options(spec.trial_job_spec)
+    options = ray_options(spec.trial_job_spec.worker_pool_specs[0].machine_spec)
     timeout = spec.trial_job_spec.scheduling.timeout_seconds
     running: dict[Any, tuple[str, float]] = {}
     timed_out: set[str] = set()
