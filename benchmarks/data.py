@@ -182,15 +182,7 @@ def _sql_figures(home: Path) -> list[Figure]:
     print(f"  sql read: raydeck {rates['r']}, read_sql {rates['rr']}")
     rates = {k: _rows_per_s(SQL_ROWS, v) for k, v in (("w", raydeck_w), ("rw", raw_w))}
     print(f"  sql write: raydeck {rates['w']}, write_sql {rates['rw']}")
-    label = f"{SQL_ROWS:,} rows (SQLite)"
-    return [
-        Figure(
-            f"data: SQL table read, {label}, vs ray.data.read_sql", "s", raydeck_r, raw_r, TARGET
-        ),
-        Figure(
-            f"data: SQL table write, {label}, vs Dataset.write_sql", "s", raydeck_w, raw_w, TARGET
-        ),
-    ]
+    return _sql_table_figures("SQLite", (raydeck_r, raw_r), (raydeck_w, raw_w))
 
 
 def _postgres_figures() -> list[Figure]:
@@ -239,14 +231,17 @@ def _postgres_figures() -> list[Figure]:
         f"{_rows_per_s(SQL_ROWS, raw_r)}; write: raydeck {_rows_per_s(SQL_ROWS, raydeck_w)}, "
         f"write_sql {_rows_per_s(SQL_ROWS, raw_w)}"
     )
-    label = f"{SQL_ROWS:,} rows (Postgres)"
+    return _sql_table_figures("Postgres", (raydeck_r, raw_r), (raydeck_w, raw_w))
+
+
+def _sql_table_figures(
+    database: str, read: tuple[float, float], write: tuple[float, float]
+) -> list[Figure]:
+    """Raydeck's table read and write against Ray's read_sql / write_sql: (raydeck, raw) s."""
+    label = f"{SQL_ROWS:,} rows ({database})"
     return [
-        Figure(
-            f"data: SQL table read, {label}, vs ray.data.read_sql", "s", raydeck_r, raw_r, TARGET
-        ),
-        Figure(
-            f"data: SQL table write, {label}, vs Dataset.write_sql", "s", raydeck_w, raw_w, TARGET
-        ),
+        Figure(f"data: SQL table read, {label}, vs ray.data.read_sql", "s", *read, TARGET),
+        Figure(f"data: SQL table write, {label}, vs Dataset.write_sql", "s", *write, TARGET),
     ]
 
 
