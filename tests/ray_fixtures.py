@@ -1,7 +1,9 @@
-"""Real-Ray fixtures: one real ``raydeck server`` subprocess per test session.
+"""Real-Ray fixtures: one real ``raydeck server`` subprocess per test session, and one
+in-process Ray instance shared by the tests that run Ray Data / Ray Train in the test process.
 
-Clusters it starts are real ``ray start`` processes; every fixture deletes what it created,
-and the session finalizer kills anything left of this server's clusters (never `ray stop`).
+Clusters the server starts are real ``ray start`` processes; every fixture deletes what it
+created, and the session finalizer kills anything left of this server's clusters (never
+`ray stop`).
 """
 
 from __future__ import annotations
@@ -75,9 +77,47 @@ def live_client(live_server: LiveServer) -> Iterator[RaydeckClient]:
         yield client
 
 
+@pytest.fixture
+def local_ray() -> None:
+    """Ray in the test process, started by the first test that needs it and kept for the next
+    ones until a test that does not (see ``pytest_runtest_teardown``): starting Ray is most of
+    what a module of Ray Data tests costs. ``address="local"``: always a private instance,
+    never a cluster someone else started on this machine."""
+    import ray  # here, not at the top: most test runs never start Ray in-process
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+        )
+
+
+def _uses(item: pytest.Item | None, fixture: str) -> bool:
+    return item is not None and fixture in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)  # after the module's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    ray = sys.modules.get("ray")
+    if _uses(item, "local_ray") and not _uses(nextitem, "local_ray") and ray is not None:
+        ray.shutdown()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Run tests that start Ray after the fast ones so failures show up early.
-    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
+    # Tests that start Ray run after the fast ones so failures show up early; among them,
+    # first those on the in-process Ray (one start for all of them), last those on the e2e
+    # modules' shared cluster (tests/e2e/conftest.py), so it lives only while used.
+    def order(item: pytest.Item) -> int:
+        if item.get_closest_marker("ray") is None:
+            return 0
+        if _uses(item, "local_ray"):
+            return 1
+        return 3 if _uses(item, "shared_cluster") else 2
+
+    items.sort(key=order)
 
 
 __all__ = ["LiveServer", "Path"]

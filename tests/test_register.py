@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +92,12 @@ def test_register_refuses_what_it_cannot_tell(static_api: Api) -> None:
 # ---- Ray Train checkpoints (real Ray) -------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[Path]:
-    import ray
-
-    # address="local": always a fresh, private Ray instance, never someone else's cluster.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    storage = Path(tempfile.mkdtemp(prefix="raydeck-train-"))
-    try:
-        yield storage
-    finally:
-        ray.shutdown()
+@pytest.fixture
+def ray_session(local_ray: None, tmp_path: Path) -> Path:
+    """Ray in this process (tests/ray_fixtures.py) and a directory for Ray Train's storage."""
+    storage = tmp_path / "ray-train"
+    storage.mkdir()
+    return storage
 
 
 def _xgboost_train_fn(config: dict[str, Any]) -> None:

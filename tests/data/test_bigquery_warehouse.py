@@ -18,17 +18,10 @@ from raydeck.data import open_warehouse, read_query, read_table, sql_transform, 
 from raydeck.data.base import Warehouse
 from tests.bigquery_fake import FakeBigQuery, running_fake_bigquery
 
-pytestmark = [pytest.mark.ray]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 PROJECT = "demo-project"
 ROWS = 120_000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture

@@ -18,16 +18,9 @@ from raydeck.data import open_warehouse, read_table, write_table
 from raydeck.data.base import Warehouse
 from tests.postgres_server import running_postgres
 
-pytestmark = [pytest.mark.ray]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 ROWS = 200_000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ writes, schema checks, push-down transforms, browsing and read-only queries."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -18,14 +17,7 @@ from raydeck.core.models.warehouse import ConnectionKind, FileFormat, ResolvedCo
 from raydeck.data import open_warehouse, read_table, transform_batches, write_table
 from raydeck.data.base import Warehouse
 
-pytestmark = [pytest.mark.ray]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import joblib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -23,17 +21,10 @@ from raydeck.runtime.batch_files import PROGRESS_FILE, SUMMARY_FILE
 from raydeck.runtime.batch_predict import failure_reason, run
 from tests.conftest import Api
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 X, Y = make_classification(n_samples=500, n_features=4, random_state=3)
 MODEL = LogisticRegression().fit(X, Y)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
