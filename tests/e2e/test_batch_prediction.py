@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -19,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 
 from raydeck.client import RaydeckClient
 from raydeck.core.errors import InvalidArgumentError
-from raydeck.core.models import ClusterCreate, JobState
+from raydeck.core.models import JobState
 from raydeck.core.models.batch_predictions import BatchPredictionState
 from raydeck.core.models.warehouse import ConnectionCreate
 from tests.cli.test_cli import assert_one_line_error, raydeck
@@ -28,23 +27,9 @@ from tests.ray_fixtures import LiveServer
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ROWS = 2000
-CLUSTER = "batch"
 FEATURES = ["f0", "f1", "f2", "f3"]
 X, Y = make_classification(n_samples=ROWS, n_features=4, random_state=7)
 MODEL = LogisticRegression().fit(X, Y)
-
-
-@pytest.fixture(scope="module")
-def cluster(live_client: RaydeckClient) -> Iterator[str]:
-    live_client.clusters.create(
-        ClusterCreate.model_validate({"name": CLUSTER, "head": {"num_cpus": 2}})
-    )
-    try:
-        live_client.clusters.wait(CLUSTER, timeout=180)
-        yield CLUSTER
-    finally:
-        live_client.clusters.delete(CLUSTER)
-        live_client.clusters.wait_deleted(CLUSTER, timeout=120)
 
 
 @pytest.fixture(scope="module")

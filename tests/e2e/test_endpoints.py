@@ -14,7 +14,6 @@ import math
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,20 +35,6 @@ from tests.ray_fixtures import LiveServer
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 X, Y = make_classification(300, 4, random_state=7)
-CLUSTER = "srv"
-
-
-@pytest.fixture(scope="module")
-def cluster(live_client: RaydeckClient) -> Iterator[str]:
-    live_client.clusters.create(
-        ClusterCreate.model_validate({"name": CLUSTER, "head": {"num_cpus": 2}})
-    )
-    try:
-        live_client.clusters.wait(CLUSTER, timeout=180)
-        yield CLUSTER
-    finally:
-        live_client.clusters.delete(CLUSTER)
-        live_client.clusters.wait_deleted(CLUSTER, timeout=180)
 
 
 def _models(root: Path) -> tuple[LogisticRegression, xgb.XGBClassifier, Path, Path]:
@@ -240,20 +225,20 @@ def test_lightgbm_pytorch_custom_and_alias(
 
 
 def test_endpoint_of_another_project(
-    live_server: LiveServer, live_client: RaydeckClient, tmp_path: Path
+    live_server: LiveServer, live_client: RaydeckClient, cluster: str, tmp_path: Path
 ) -> None:
     """A project's endpoint on its own cluster (both named like the default project's): its
     Serve ingress asks the control plane about tokens in that project, not in 'default'."""
     live_client.access.create_project("serve-team")
     secret = live_client.tokens.create("serve-team-user", role="user", project="serve-team").secret
     team = RaydeckClient(live_server.url, secret, project="serve-team", timeout=120)
-    spec = ClusterCreate.model_validate({"name": CLUSTER, "head": {"num_cpus": 1}})
+    spec = ClusterCreate.model_validate({"name": cluster, "head": {"num_cpus": 1}})
     team.clusters.create(spec)
     try:
-        team.clusters.wait(CLUSTER, timeout=180)
+        team.clusters.wait(cluster, timeout=180)
         linear, _, sk_dir, _ = _models(tmp_path)
         team.models.upload("churn", sk_dir, "sklearn")
-        team.endpoints.create("churn-api", cluster=CLUSTER)
+        team.endpoints.create("churn-api", cluster=cluster)
         team.endpoints.deploy("churn-api", "churn@1", num_cpus=0.5)
         ready = team.endpoints.wait("churn-api", timeout=300)
         assert ready.project == "serve-team" and ready.predict_url
@@ -270,6 +255,6 @@ def test_endpoint_of_another_project(
         assert predict_with(outsider.secret).status_code == 403
         team.endpoints.delete("churn-api")
     finally:
-        team.clusters.delete(CLUSTER)
-        team.clusters.wait_deleted(CLUSTER, timeout=180)
+        team.clusters.delete(cluster)
+        team.clusters.wait_deleted(cluster, timeout=180)
         team.close()

@@ -14,7 +14,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import psutil
 import pytest
 
 from raydeck.client import RaydeckClient
-from raydeck.core.models import ClusterCreate, JobState
+from raydeck.core.models import JobState
 from raydeck.core.models.pipelines import TrainingPipelineCreate
 from raydeck.core.models.training import CustomJobCreate, TrainingState
 from raydeck.core.models.tuning import HyperparameterTuningJobCreate, TrialState
@@ -32,7 +31,6 @@ from tests.ray_fixtures import LiveServer
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-CLUSTER = "train"
 S = TrainingState
 
 TASK = """
@@ -126,19 +124,6 @@ for step in range(1, 11):
     raydeck.report(loss=a.rate * 10 / step, step=step)
     time.sleep(0.3)
 """
-
-
-@pytest.fixture(scope="module")
-def cluster(live_client: RaydeckClient) -> Iterator[str]:
-    live_client.clusters.create(
-        ClusterCreate.model_validate({"name": CLUSTER, "head": {"num_cpus": 4}})
-    )
-    try:
-        live_client.clusters.wait(CLUSTER, timeout=180)
-        yield CLUSTER
-    finally:
-        live_client.clusters.delete(CLUSTER)
-        live_client.clusters.wait_deleted(CLUSTER, timeout=120)
 
 
 @pytest.fixture(scope="module")

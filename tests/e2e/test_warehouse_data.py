@@ -8,14 +8,13 @@ connections."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from raydeck.client import RaydeckClient
-from raydeck.core.models import ClusterCreate, JobState
+from raydeck.core.models import JobState
 from raydeck.core.models.training import CustomJobCreate, TrainingState
 from raydeck.core.models.warehouse import ConnectionCreate
 from tests.cli.test_cli import raydeck
@@ -24,7 +23,6 @@ from tests.ray_fixtures import LiveServer
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 ROWS = 1_000_000
-CLUSTER = "data"
 
 ROUND_TRIP = """
 import pyarrow.compute as pc
@@ -46,19 +44,6 @@ pushed = rdata.sql_transform(
 )
 print("by_k rows:", pushed.rows_written)
 """
-
-
-@pytest.fixture(scope="module")
-def cluster(live_client: RaydeckClient) -> Iterator[str]:
-    live_client.clusters.create(
-        ClusterCreate.model_validate({"name": CLUSTER, "head": {"num_cpus": 2}})
-    )
-    try:
-        live_client.clusters.wait(CLUSTER, timeout=180)
-        yield CLUSTER
-    finally:
-        live_client.clusters.delete(CLUSTER)
-        live_client.clusters.wait_deleted(CLUSTER, timeout=120)
 
 
 def _checksums(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, ...]:
