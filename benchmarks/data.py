@@ -50,13 +50,14 @@ def _timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - begin
 
 
-def _median(action: Callable[[], object], check: Callable[[], None] | None = None) -> float:
-    samples = []
+def _medians(*actions: Callable[[], object]) -> list[float]:
+    """Median seconds of each action over ROUNDS rounds that run them in turn, so background
+    noise on a shared machine hits every contender alike."""
+    samples: list[list[float]] = [[] for _ in actions]
     for _ in range(ROUNDS):
-        samples.append(_timed(action))
-        if check is not None:
-            check()
-    return statistics.median(samples)
+        for action, times in zip(actions, samples, strict=True):
+            times.append(_timed(action))
+    return [statistics.median(times) for times in samples]
 
 
 def _consume(ds: ray.data.Dataset, rows: int) -> None:
@@ -90,9 +91,7 @@ def _duckdb_figures(home: Path) -> list[Figure]:
         assert local.sql("SELECT * FROM t").to_arrow_table().num_rows == DUCKDB_ROWS
         local.close()
 
-    raydeck = _median(raydeck_read)
-    raw = _median(raw_read)
-    plain = _median(plain_read)
+    raydeck, raw, plain = _medians(raydeck_read, raw_read, plain_read)
     print(
         f"  duckdb read: raydeck {_rows_per_s(DUCKDB_ROWS, raydeck)}, read_sql "
         f"{_rows_per_s(DUCKDB_ROWS, raw)}, in-process {_rows_per_s(DUCKDB_ROWS, plain)}"
@@ -114,8 +113,7 @@ def _duckdb_figures(home: Path) -> list[Figure]:
         local.execute(f"CREATE TABLE plain_{next(counter)} AS SELECT * FROM incoming")
         local.close()
 
-    raydeck_w = _median(raydeck_write)
-    plain_w = _median(plain_write)
+    raydeck_w, plain_w = _medians(raydeck_write, plain_write)
     print(
         f"  duckdb write: raydeck {_rows_per_s(DUCKDB_ROWS, raydeck_w)}, in-process "
         f"{_rows_per_s(DUCKDB_ROWS, plain_w)}"
@@ -159,8 +157,10 @@ def _sql_figures(home: Path) -> list[Figure]:
     def connect() -> sqlite3.Connection:
         return sqlite3.connect(path, timeout=60)
 
-    raydeck_r = _median(lambda: _consume(read_table("lite.main.t", warehouse=wh), SQL_ROWS))
-    raw_r = _median(lambda: _consume(ray.data.read_sql("SELECT * FROM t", connect), SQL_ROWS))
+    raydeck_r, raw_r = _medians(
+        lambda: _consume(read_table("lite.main.t", warehouse=wh), SQL_ROWS),
+        lambda: _consume(ray.data.read_sql("SELECT * FROM t", connect), SQL_ROWS),
+    )
     ds = read_table("lite.main.t", warehouse=wh).materialize()
     counter = iter(range(100))
 
@@ -176,8 +176,7 @@ def _sql_figures(home: Path) -> list[Figure]:
             )
         ds.write_sql(f"INSERT INTO {name} VALUES (?, ?, ?, ?)", connect)
 
-    raydeck_w = _median(raydeck_write)
-    raw_w = _median(raw_write)
+    raydeck_w, raw_w = _medians(raydeck_write, raw_write)
     rates = {k: _rows_per_s(SQL_ROWS, v) for k, v in (("r", raydeck_r), ("rr", raw_r))}
     print(f"  sql read: raydeck {rates['r']}, read_sql {rates['rr']}")
     rates = {k: _rows_per_s(SQL_ROWS, v) for k, v in (("w", raydeck_w), ("rw", raw_w))}
@@ -206,8 +205,10 @@ def _postgres_figures() -> list[Figure]:
         def connect() -> psycopg.Connection[tuple[object, ...]]:
             return psycopg.connect(dsn)
 
-        raydeck_r = _median(lambda: _consume(read_table("pg.public.t", warehouse=wh), SQL_ROWS))
-        raw_r = _median(lambda: _consume(ray.data.read_sql("SELECT * FROM t", connect), SQL_ROWS))
+        raydeck_r, raw_r = _medians(
+            lambda: _consume(read_table("pg.public.t", warehouse=wh), SQL_ROWS),
+            lambda: _consume(ray.data.read_sql("SELECT * FROM t", connect), SQL_ROWS),
+        )
         ds = read_table("pg.public.t", warehouse=wh).materialize()
         counter = iter(range(100))
 
@@ -224,8 +225,7 @@ def _postgres_figures() -> list[Figure]:
                 )
             ds.write_sql(f"INSERT INTO {name} VALUES (%s, %s, %s, %s)", connect)
 
-        raydeck_w = _median(raydeck_write)
-        raw_w = _median(raw_write)
+        raydeck_w, raw_w = _medians(raydeck_write, raw_write)
     print(
         f"  postgres read: raydeck {_rows_per_s(SQL_ROWS, raydeck_r)}, read_sql "
         f"{_rows_per_s(SQL_ROWS, raw_r)}; write: raydeck {_rows_per_s(SQL_ROWS, raydeck_w)}, "

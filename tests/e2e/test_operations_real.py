@@ -1,20 +1,23 @@
 """Operations on real Ray, through a real server process: a job's output is found by a log
-query (and `raydeck logs --follow`), and a budget breach stops a running job and refuses a
-new cluster — in a project of its own, so the session's other tests are not affected."""
+query (and `raydeck logs --follow`), so is the traceback of a predict error in the endpoint's
+Serve replica log, and a budget breach stops a running job and refuses a new cluster — in a
+project of its own, so the session's other tests are not affected."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from ray.job_submission import JobSubmissionClient
 
 from raydeck.client import RaydeckClient
-from raydeck.core.errors import ResourceExhaustedError, UnavailableError
+from raydeck.core.errors import RaydeckError, ResourceExhaustedError, UnavailableError
 from raydeck.core.models import ClusterCreate, JobState
-from raydeck.core.models.operations import BudgetUpdate
+from raydeck.core.models.operations import BudgetUpdate, LogEntry
 from tests.cli.test_cli import raydeck
 from tests.ray_fixtures import LiveServer
 from tests.waiting import wait_until
@@ -82,6 +85,50 @@ def test_ray_metrics_are_reachable_per_cluster(ops_client: RaydeckClient) -> Non
         return {f.name for f in text_string_to_metric_families(text) if f.name.startswith("ray_")}
 
     assert _wait_for(ray_families, "Ray's own metrics on the head")
+
+
+POISON = "poison-7319"
+PICKY_PREDICTOR = f"""
+class Picky:
+    def predict(self, instances):
+        if "{POISON}" in instances:
+            raise ValueError("cannot score {POISON}")
+        return [len(str(x)) for x in instances]
+"""
+
+
+def test_a_predict_error_is_found_in_the_endpoints_replica_logs(
+    ops_client: RaydeckClient, tmp_path: Path
+) -> None:
+    artifact = tmp_path / "picky"
+    artifact.mkdir()
+    (artifact / "predictor.py").write_text(textwrap.dedent(PICKY_PREDICTOR))
+    (artifact / "raydeck_predictor.json").write_text('{"class": "predictor:Picky"}')
+    ops_client.models.upload("picky-ops", artifact, "custom")
+    ops_client.endpoints.create("picky-api", cluster="ops")
+    try:
+        ops_client.endpoints.deploy("picky-api", "picky-ops", num_cpus=0.25)
+        ops_client.endpoints.wait("picky-api", timeout=300)
+        endpoint = ops_client.endpoint("picky-api")  # the data plane: no relay log record
+        assert endpoint.predict(["ok"]).predictions == [2]
+        with pytest.raises(RaydeckError, match=f"cannot score {POISON}"):
+            endpoint.predict([POISON])
+
+        def replica_errors(text: str) -> list[LogEntry]:
+            found = ops_client.logs.query("endpoint/picky-api", severity="ERROR", text=text)
+            return [e for e in found.items if "/serve/replica_" in e.source]
+
+        wanted = f"ValueError: cannot score {POISON}"
+        _wait_for(lambda: replica_errors(wanted), "the traceback in the replica log")
+        [last] = replica_errors(wanted)
+        assert last.text.strip() == wanted
+        assert (last.project, last.resource_name) == (PROJECT, "picky-api")
+        assert replica_errors("Traceback (most recent call last)")
+        # The request that succeeded left no ERROR record; the endpoint's INFO lines are there.
+        every = ops_client.logs.query("endpoint/picky-api", page_size=500).items
+        assert {e.severity.value for e in every} >= {"INFO", "ERROR"}
+    finally:
+        ops_client.endpoints.delete("picky-api")
 
 
 def test_budget_breach_stops_the_running_job_and_refuses_a_cluster(

@@ -156,3 +156,31 @@ def test_bad_queries_name_the_field(static_api: Api) -> None:
         response = static_api.http.get("/api/v1/logs", params=params, headers=static_api.headers())
         assert response.status_code == 400, (params, response.text)
         assert response.json()["error"]["field"] == field
+
+
+def test_line_severities_follow_the_record_a_line_continues() -> None:
+    lines = [
+        "INFO 2026-12-01 10:00:00,001 ep-1_model-dm-1 r1 -- Started initializing replica.",
+        "ERROR 2026-12-01 10:00:01,002 ep-1_model-dm-1 r1 -- predict failed: ValueError",
+        "Traceback (most recent call last):",
+        '  File "predictor.py", line 5, in predict',
+        "ValueError: cannot score x",
+        "WARNING 2026-12-01 10:00:02,003 ep-1_model-dm-1 r1 -- predict refused: bad input",
+        "[2026-12-01 10:00:03,004 I 12 34] (raylet) main.cc:1: no Error: here, just a word",
+        "[2026-12-01 10:00:04,005 E 12 34] (raylet) node_manager.cc:9: worker died",
+    ]
+    assert [s.value for s in log_service.line_severities(lines)] == [
+        "INFO",
+        "ERROR",
+        "ERROR",
+        "ERROR",
+        "ERROR",
+        "WARNING",
+        "INFO",
+        "ERROR",
+    ]
+    # Before any record starts, a line's own text decides.
+    assert [s.value for s in log_service.line_severities(["Traceback (x)", "plain"])] == [
+        "ERROR",
+        "INFO",
+    ]

@@ -18,6 +18,7 @@ __all__ = [
     "filesystem",
     "get_tree",
     "is_local",
+    "join_uri",
     "local_path",
     "put_tree",
     "remove_tree",
@@ -104,3 +105,7 @@ def tree_digest(root: Path) -> tuple[str, int]:
                 size += len(chunk)
         digest.update(b"\0")
     return digest.hexdigest(), size
+
+
+def join_uri(directory: str, name: str) -> str:
+    return f"{directory.rstrip('/')}/{name}"

@@ -15,7 +15,7 @@ from typing import Any
 
 from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.models.batch_predictions import BatchInputFormat
-from raydeck.runtime.artifacts import filesystem, is_local, local_path
+from raydeck.runtime.artifacts import filesystem, is_local, join_uri, local_path
 
 __all__ = [
     "ERROR_MARKER",
@@ -51,10 +51,6 @@ _COMPRESSION = (".gz", ".bz2", ".zst", ".lz4", ".snappy")
 
 def is_absolute(uri: str) -> bool:
     return not is_local(uri) or local_path(uri).is_absolute()
-
-
-def join_uri(directory: str, name: str) -> str:
-    return f"{directory.rstrip('/')}/{name}"
 
 
 def _hidden(relative: str) -> bool:

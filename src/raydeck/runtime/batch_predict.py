@@ -18,30 +18,18 @@ import argparse
 import json
 import re
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import ray
 import ray.data
-from ray.data import Datasink
-from ray.data.block import BlockAccessor
 
-from raydeck.client import RaydeckClient
 from raydeck.core.errors import InvalidArgumentError, RaydeckError
-from raydeck.core.models.batch_predictions import (
-    BatchInputFormat,
-    BatchOutputFormat,
-    BatchPredictSpec,
-)
-from raydeck.runtime.artifacts import fetch_artifact, filesystem
+from raydeck.core.models.batch_predictions import BatchInputFormat, BatchPredictSpec
+from raydeck.runtime.artifacts import filesystem
 from raydeck.runtime.batch_files import (
     ERROR_MARKER,
     PROGRESS_FILE,
@@ -54,214 +42,24 @@ from raydeck.runtime.batch_files import (
     output_conflict,
     write_json_file,
 )
-from raydeck.runtime.batch_rows import (
-    Rows,
-    output_table,
-    predict_rows,
-    rows_from_lines,
-    rows_from_table,
+from raydeck.runtime.batch_progress import RemoteCounter
+from raydeck.runtime.batch_workers import (
+    BatchPredictor,
+    InvalidCsvRow,
+    PredictionSink,
+    PredictorConfig,
 )
-from raydeck.runtime.batch_tables import (
-    read_input_table,
-    table_output,
-    write_predictions_table,
-)
-from raydeck.runtime.predictors import load_predictor
 
-__all__ = [
-    "BatchPredictor",
-    "PredictionSink",
-    "ProgressCounter",
-    "failure_reason",
-    "main",
-    "run",
-]
+if TYPE_CHECKING:
+    from raydeck.client import RaydeckClient
+
+__all__ = ["failure_reason", "main", "run"]
 
 ROWS_PER_FILE = 100_000  # rows each write task gathers before writing one output file
 PROGRESS_EVERY_BATCHES = 10
 
-
-class ProgressCounter:
-    """A small actor the model actors report to; the driver reads it for progress lines."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.failed = 0
-        self.batches = 0
-        self.invalid: list[tuple[str, str]] = []
-
-    def add(self, rows: int, failed: int) -> None:
-        self.rows += rows
-        self.failed += failed
-        self.batches += 1
-
-    def add_invalid(self, text: str, reason: str) -> bool:
-        self.invalid.append((text, reason))
-        self.rows += 1
-        self.failed += 1
-        return True
-
-    def totals(self) -> dict[str, int]:
-        return {"rows": self.rows, "failed": self.failed, "batches": self.batches}
-
-    def invalid_rows(self) -> list[tuple[str, str]]:
-        return list(self.invalid)
-
-
-_RemoteCounter: Any = ray.remote(num_cpus=0)(ProgressCounter)
-
-
-class _InvalidCsvRow:
-    """pyarrow's ``invalid_row_handler``: a line with the wrong number of fields is kept as a
-    failed row (recorded with the counter, synchronously, so it is counted exactly)."""
-
-    def __init__(self, counter: Any) -> None:
-        self.counter = counter
-
-    def __call__(self, row: Any) -> str:
-        reason = f"this line has {row.actual_columns} fields, the header has {row.expected_columns}"
-        ray.get(self.counter.add_invalid.remote(str(row.text), reason))
-        return "skip"
-
-
-class BatchPredictor:
-    """The ``map_batches`` UDF: loads the model once per actor, predicts pyarrow batches."""
-
-    def __init__(self, spec_json: str, counter: Any) -> None:
-        spec = BatchPredictSpec.model_validate_json(spec_json)
-        cache = Path(tempfile.gettempdir()) / "raydeck-artifacts"
-        self.predictor = load_predictor(spec.framework, fetch_artifact(spec.artifact_uri, cache))
-        self.format = spec.input.format
-        self.columns = spec.input.feature_columns
-        self.parameters = spec.parameters
-        self.counter = counter
-        self.table_input = spec.input.table is not None
-        self.table_output = spec.output.table is not None
-
-    def _columns(self, table: pa.Table) -> list[str]:
-        if self.columns:
-            return list(self.columns)
-        names = self.predictor.feature_names
-        if names and set(names) <= set(table.column_names):
-            return list(names)  # a model fitted on named features picks its own columns
-        return list(table.column_names)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        columns: list[str] | None = None
-        rows: Rows
-        if self.format is BatchInputFormat.JSONL:
-            lines = batch.column("text").to_pylist()
-            rows = rows_from_lines(lines, self.columns, self.predictor.feature_names)
-        else:
-            columns = self._columns(batch)
-            rows = rows_from_table(batch, columns)
-        predictions = predict_rows(self.predictor, rows, self.parameters, columns)
-        failed = sum(error is not None for error in rows.errors)
-        self.counter.add.remote(len(rows), failed)  # progress only: the sink counts exactly
-        predicted = output_table(rows, predictions)
-        if self.table_output:
-            return table_output(predicted, batch if self.table_input else None)
-        return predicted
-
-
-# ---- output ----------------------------------------------------------------------------------
-
-
-def _json_values(column: pa.ChunkedArray) -> list[str]:
-    kind = column.type
-    values = column.to_pylist()
-    if values and (
-        pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_null(kind)
-    ):
-        return json.dumps(values)[1:-1].split(", ")  # one C-level dumps for the whole column
-    return [json.dumps(v, default=str) for v in values]
-
-
-def _jsonl(table: pa.Table) -> bytes:
-    """Lines of ``{"instance": <the row's JSON>, "prediction": …, "error": …}``."""
-    instances = table.column("instance").to_pylist()
-    predictions = _json_values(table.column("prediction"))
-    errors = ["null" if e is None else json.dumps(e) for e in table.column("error").to_pylist()]
-    return "".join(
-        f'{{"instance": {i}, "prediction": {p}, "error": {e}}}\n'
-        for i, p, e in zip(instances, predictions, errors, strict=True)
-    ).encode()
-
-
-def _one_table(tables: list[pa.Table]) -> pa.Table:
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # predictions of different kinds per batch
-        as_text = [
-            t.set_column(1, "prediction", pa.array(_json_values(t.column("prediction"))))
-            for t in tables
-        ]
-        return pa.concat_tables(as_text)
-
-
-def write_results(uri: str, tables: Iterable[pa.Table], fmt: BatchOutputFormat) -> tuple[int, int]:
-    """Write ``tables`` to the file ``uri``; (rows, failed rows). Nothing is written for 0 rows."""
-    tables = [t for t in tables if t.num_rows]
-    if not tables:
-        return 0, 0
-    rows = sum(t.num_rows for t in tables)
-    failed = sum(t.num_rows - t.column("error").null_count for t in tables)
-    fs, path = filesystem(uri)
-    with fs.open(path, "wb") as handle:
-        if fmt is BatchOutputFormat.JSONL:
-            for table in tables:
-                handle.write(_jsonl(table))
-        else:
-            pq.write_table(_one_table(tables), handle)
-    return rows, failed
-
-
-class PredictionSink(Datasink[dict[str, Any]]):
-    """One file per write task; each task returns its exact counts to ``on_write_complete``."""
-
-    def __init__(self, directory: str, fmt: BatchOutputFormat, rows_per_file: int) -> None:
-        self.directory = directory
-        self.format = fmt
-        self.rows_per_file = rows_per_file
-        self.prefix = f"predictions-{uuid.uuid4().hex[:8]}"
-        self.rows = 0
-        self.failed = 0
-        self.files: list[str] = []
-
-    @property
-    def min_rows_per_write(self) -> int:
-        return self.rows_per_file
-
-    def file_uri(self, part: str) -> str:
-        return join_uri(self.directory, f"{self.prefix}-{part}.{self.format.value}")
-
-    def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
-        uri = self.file_uri(f"{ctx.task_idx:05d}")  # a retried task rewrites the same file
-        tables = (BlockAccessor.for_block(b).to_arrow() for b in blocks)
-        rows, failed = write_results(uri, tables, self.format)
-        return {"file": uri if rows else None, "rows": rows, "failed": failed}
-
-    def on_write_complete(self, write_result: Any) -> None:
-        for result in write_result.write_returns:
-            self.rows += result["rows"]
-            self.failed += result["failed"]
-            if result["file"]:
-                self.files.append(result["file"])
-        self.files.sort()
-
-    def add_invalid_rows(self, invalid: Sequence[tuple[str, str]]) -> None:
-        """CSV lines pyarrow could not split into the header's fields, as failed rows."""
-        rows = Rows(
-            [None] * len(invalid), [json.dumps(t) for t, _ in invalid], [r for _, r in invalid]
-        )
-        uri = self.file_uri("invalid-rows")
-        count, failed = write_results(uri, [output_table(rows, [None] * len(rows))], self.format)
-        self.rows += count
-        self.failed += failed
-        self.files.append(uri)
+ROWS_PER_FILE = 100_000  # rows each write task gathers before writing one output file
+PROGRESS_EVERY_BATCHES = 10
 
 
 # ---- driver ----------------------------------------------------------------------------------
@@ -296,7 +94,7 @@ def read_input(
                 strings_can_be_null=True,
                 include_columns=columns or [],
             ),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=_InvalidCsvRow(counter)),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=InvalidCsvRow(counter)),
         )
     return ray.data.read_parquet(files, columns=columns)
 
@@ -348,6 +146,18 @@ class _ProgressReporter(threading.Thread):
                 print(f"progress unavailable: {type(exc).__name__}: {exc}", flush=True)
 
 
+def _predictor_config(spec: BatchPredictSpec) -> PredictorConfig:
+    return PredictorConfig(
+        framework=spec.framework,
+        artifact_uri=spec.artifact_uri,
+        input_format=str(spec.input.format or ""),
+        feature_columns=spec.input.feature_columns,
+        parameters=spec.parameters,
+        table_input=spec.input.table is not None,
+        table_output=spec.output.table is not None,
+    )
+
+
 def run(
     spec: BatchPredictSpec,
     *,
@@ -365,12 +175,16 @@ def run(
     started = time.monotonic()
     own_client = client is None and bool(spec.input.table or spec.output.table)
     if own_client:
+        from raydeck.client import RaydeckClient  # tables only: files need no control plane
+
         client = RaydeckClient()
     files: list[str] = []
-    counter = _RemoteCounter.remote()
+    counter = RemoteCounter.remote()
     if spec.input.table is not None:
         assert client is not None
         source = f"table {spec.input.table}"
+        from raydeck.runtime.batch_tables import read_input_table
+
         rows_in = read_input_table(spec.input.table, client)
     else:
         files = expand_input_uris(spec.input.uris or [])
@@ -391,7 +205,7 @@ def run(
 
     dataset = rows_in.map_batches(
         BatchPredictor,
-        fn_constructor_kwargs={"spec_json": spec.model_dump_json(), "counter": counter},
+        fn_constructor_kwargs={"config": _predictor_config(spec), "counter": counter},
         batch_size=spec.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=spec.concurrency),
@@ -403,6 +217,8 @@ def run(
     try:
         if spec.output.table is not None:
             assert client is not None
+            from raydeck.runtime.batch_tables import write_predictions_table
+
             table_sink = write_predictions_table(
                 dataset, spec.output.table, spec.output.mode, client
             )

@@ -12,13 +12,11 @@ else (lists, objects) as JSON text, so batches and write tasks agree on the colu
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.compute as pc  # type: ignore[import-untyped]
 from ray.data import Dataset
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource.datasink import Datasink
@@ -33,7 +31,6 @@ from raydeck.data.base import TableDatasink, write_through
 __all__ = [
     "CountingTableSink",
     "read_input_table",
-    "table_output",
     "write_predictions_table",
 ]
 
@@ -41,33 +38,6 @@ __all__ = [
 def read_input_table(ref: str, client: RaydeckClient) -> Dataset:
     """The input table as a Dataset, read in parallel where its warehouse allows."""
     return rdata.read_table(ref, client=client)
-
-
-def _stored_prediction(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    kind = column.type
-    if (
-        pa.types.is_integer(kind)
-        or pa.types.is_floating(kind)
-        or pa.types.is_boolean(kind)
-        or pa.types.is_decimal(kind)
-        or pa.types.is_null(kind)
-    ):
-        return pc.cast(column, pa.float64())
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return pc.cast(column, pa.string())
-    return pa.array(
-        [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()],
-        pa.string(),
-    )
-
-
-def table_output(predicted: pa.Table, source: pa.Table | None) -> pa.Table:
-    """The rows an output table stores for one batch: ``source``'s columns (the input
-    table's batch) or ``instance``, then ``prediction`` and ``error``."""
-    prediction = _stored_prediction(predicted.column("prediction"))
-    error = predicted.column("error")
-    base = predicted.select(["instance"]) if source is None else source
-    return base.append_column("prediction", prediction).append_column("error", error)
 
 
 class CountingTableSink(Datasink[dict[str, Any]]):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -37,7 +37,13 @@ from raydeck.db.models import (
 )
 from raydeck.db.session import Database
 
-__all__ = ["MetricsMiddleware", "ServeTraffic", "ServerMetrics", "StateMetrics"]
+__all__ = [
+    "MetricsMiddleware",
+    "ServeTraffic",
+    "ServerMetrics",
+    "StateMetrics",
+    "exposition_for",
+]
 
 StateMetrics = Callable[[Session], Iterable[Metric]]
 
@@ -63,19 +69,19 @@ class ServerMetrics:
         self.predictions = Counter(
             "raydeck_endpoint_predictions",
             "Predict requests relayed to endpoints, per deployed model and outcome",
-            ["endpoint", "deployed_model", "model", "status"],
+            ["project", "endpoint", "deployed_model", "model", "status"],
             registry=self.registry,
         )
         self.prediction_errors = Counter(
             "raydeck_endpoint_prediction_errors",
             "Predict requests that failed (4xx/5xx or no answer)",
-            ["endpoint", "deployed_model"],
+            ["project", "endpoint", "deployed_model"],
             registry=self.registry,
         )
         self.prediction_latency = Histogram(
             "raydeck_endpoint_prediction_duration_seconds",
             "Predict latency seen by the control plane's relay",
-            ["endpoint", "deployed_model"],
+            ["project", "endpoint", "deployed_model"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -100,6 +106,36 @@ class ServerMetrics:
         """Extra families read from the database at scrape time (e.g. tuning trials by
         state, registered by the training service), next to the built-in ones."""
         self.state_collector.extra.append(collect)
+
+
+def exposition_for(registry: CollectorRegistry, projects: set[str] | None) -> bytes:
+    """The Prometheus text a caller may see: with ``projects`` None (bound on every project),
+    everything; otherwise only series whose ``project`` label is one of ``projects``. Series
+    without a project (the control plane's own HTTP and collector counters) are server-wide
+    and shown only to callers bound on every project."""
+    if projects is None:
+        return generate_latest(registry)
+    view = CollectorRegistry(auto_describe=False)
+    view.register(_ProjectFilter(registry, frozenset(projects)))
+    return generate_latest(view)
+
+
+class _ProjectFilter(Collector):
+    def __init__(self, source: CollectorRegistry, projects: frozenset[str]) -> None:
+        self._source = source
+        self._projects = projects
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._source.collect():
+            samples = [s for s in family.samples if s.labels.get("project") in self._projects]
+            if not samples:
+                continue
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            kept.samples = samples
+            yield kept
 
 
 class _StateCollector(Collector):

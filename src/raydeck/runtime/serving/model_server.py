@@ -7,7 +7,9 @@ args given): it checks tokens and answers HTTP itself, sparing every request the
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,10 @@ __all__ = ["ModelServer", "Outcome"]
 # What a replica answers: {"predictions": [...]} or {"error": {code, message, status}}.
 # Errors travel as data, so a model that raises fails its request, never the replica.
 Outcome = dict[str, Any]
+
+# Serve writes this logger to the replica's log file (logs/serve/replica_<endpoint id>_...),
+# which the control plane collects as the endpoint's logs: predict errors are found there.
+log = logging.getLogger("ray.serve")
 
 
 def _error(exc: BaseException) -> Outcome:
@@ -81,7 +87,14 @@ class ModelServer:
             if method == "explain":
                 return {"explanations": self.predictor.explain(instances, parameters)}
             return {"predictions": self.predictor.predict(instances, parameters)}
-        except Exception as exc:  # reported to this request's caller only
+        except RaydeckError as exc:  # the request's fault (bad instances): no traceback
+            log.warning("%s refused: %s", method, exc.message)
+            return _error(exc)
+        except Exception as exc:  # reported to this request's caller, traceback logged here
+            # Formatted here, not with exc_info: Serve replaces print() in replicas with one
+            # that writes print_exception's lines as tuple reprs on a single line (Ray 2.60).
+            trace = "".join(traceback.format_exception(exc)).rstrip()
+            log.error("%s failed: the model raised %s\n%s", method, type(exc).__name__, trace)
             return _error(exc)
 
     async def __call__(self, request: Request) -> Response:

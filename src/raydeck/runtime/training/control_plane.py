@@ -19,10 +19,12 @@ class ControlPlane:
     def __init__(self, server: str | None = None, token: str | None = None) -> None:
         self.server = (server or os.environ.get("RAYDECK_SERVER", "")).rstrip("/")
         token = token or os.environ.get("RAYDECK_TOKEN", "")
+        headers = {"Authorization": f"Bearer {token}"}
+        # The job's project (set by the server outside "default"): its runs are found there.
+        if project := os.environ.get("RAYDECK_PROJECT"):
+            headers["X-Raydeck-Project"] = project
         self._http = httpx.Client(
-            base_url=self.server or "http://127.0.0.1:9",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
+            base_url=self.server or "http://127.0.0.1:9", headers=headers, timeout=30
         )
 
     @property

@@ -134,7 +134,7 @@ class BatchPredictionReconciler:
                             work.entrypoint,
                             submission_id=work.submission_id,
                             runtime_env=job_tokens.job_runtime_env(
-                                None, self.state.settings, secret
+                                None, self.state.settings, secret, work.target.project
                             ),
                             metadata=metadata,
                             # the driver only coordinates; actors do the work

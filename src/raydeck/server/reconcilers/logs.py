@@ -91,11 +91,16 @@ class LogCollector:
                 return
             now = self.state.clock()
             source = f"{file.node}/{file.relative}"
+            lines = chunk.splitlines()
             count = log_service.store_lines(
                 session,
                 (
-                    log_service.LogLine(project, kind, resource_id, name, source, now, line)
-                    for line in chunk.splitlines()
+                    log_service.LogLine(
+                        project, kind, resource_id, name, source, now, line, severity
+                    )
+                    for line, severity in zip(
+                        lines, log_service.line_severities(lines), strict=True
+                    )
                 ),
             )
         self.state.metrics.log_records.labels(kind.value).inc(count)

@@ -116,8 +116,8 @@ class TrainingReconciler:
         if cluster.state not in ACTIVE_STATES or not cluster.dashboard_url:
             row.state_reason = f"waiting for cluster {cluster.name!r} ({cluster.state})"
             return None
-        target = ClusterTarget(
-            cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token
+        target = ClusterTarget(  # its Ray job is recorded in the cluster's (= run's) project
+            cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token, cluster.project
         )
         timeout = _job_spec(row.kind, row.spec).scheduling.timeout_seconds
         timed_out = bool(
@@ -205,7 +205,9 @@ class TrainingReconciler:
                 if not adopted:
                     entrypoint = await asyncio.to_thread(self._files, work, submission_id)
                     secret = await asyncio.to_thread(self._token, work.target, submission_id)
-                    runtime_env = job_tokens.job_runtime_env(None, self.state.settings, secret)
+                    runtime_env = job_tokens.job_runtime_env(
+                        None, self.state.settings, secret, work.target.project
+                    )
                     with contextlib.suppress(AlreadyExistsError):
                         await ray.submit_job(
                             entrypoint,

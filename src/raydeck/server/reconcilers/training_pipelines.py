@@ -76,10 +76,11 @@ class PipelineReconciler:
 
     async def _upload(self, pipeline_id: str, model_dir: str) -> None:
         with self.state.db.session() as session:
-            row = service.get_pipeline_row(session, pipeline_id)
+            row = service.get_pipeline_row(session, pipeline_id, None)
             if row.state not in runs.LIVE_STATES:
                 return
             request = service.upload_request(row, model_dir)
+            project = row.project
         outcome: tuple[TrainingState, str | None, str | None, str | None]
         if not os.path.isdir(model_dir) or not os.listdir(model_dir):
             reason = f"the training job left no model in AIP_MODEL_DIR ({model_dir})"
@@ -87,12 +88,14 @@ class PipelineReconciler:
         else:
             store = ArtifactStore.from_settings(self.state.settings)
             try:
-                version = await asyncio.to_thread(upload_model, self.state.db, store, request)
+                version = await asyncio.to_thread(
+                    upload_model, self.state.db, store, request, project=project
+                )
                 outcome = (S.SUCCEEDED, None, version.id, version.ref)
             except RaydeckError as exc:
                 outcome = (S.FAILED, f"model upload failed: {exc.message}", None, None)
         with self.state.db.session() as session:
-            row = service.get_pipeline_row(session, pipeline_id)
+            row = service.get_pipeline_row(session, pipeline_id, None)
             if row.state in runs.LIVE_STATES:
                 self._end(row, outcome[0], outcome[1])
                 row.model_version_id, row.model_version = outcome[2], outcome[3]

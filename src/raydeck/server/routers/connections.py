@@ -36,30 +36,32 @@ def create_connection(
     body: ConnectionCreate,
     session: DbSession,
     state: State,
-    _: Annotated[Principal, Depends(require("connections.create"))],
+    caller: Annotated[Principal, Depends(require("connections.create"))],
 ) -> Connection:
     """Register a connection; a secret given here is encrypted and never returned."""
-    return service.create_connection(session, state.settings, body)
+    return service.create_connection(session, state.settings, body, caller.project)
 
 
 @router.get("")
 def list_connections(
     session: DbSession,
-    _: Annotated[Principal, Depends(require("connections.list"))],
+    caller: Annotated[Principal, Depends(require("connections.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
     kind: Annotated[ConnectionKind | None, Query()] = None,
 ) -> Page[Connection]:
-    return service.list_connections(session, page_size=page_size, page_token=page_token, kind=kind)
+    return service.list_connections(
+        session, page_size=page_size, page_token=page_token, project=caller.project, kind=kind
+    )
 
 
 @router.get("/{connection}")
 def get_connection(
     connection: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("connections.get"))],
+    caller: Annotated[Principal, Depends(require("connections.get"))],
 ) -> Connection:
-    return service.get_connection(session, connection)
+    return service.get_connection(session, connection, caller.project)
 
 
 @router.patch("/{connection}")
@@ -68,19 +70,19 @@ def update_connection(
     body: ConnectionUpdate,
     session: DbSession,
     state: State,
-    _: Annotated[Principal, Depends(require("connections.update"))],
+    caller: Annotated[Principal, Depends(require("connections.update"))],
 ) -> Connection:
-    return service.update_connection(session, state.settings, connection, body)
+    return service.update_connection(session, state.settings, connection, body, caller.project)
 
 
 @router.delete("/{connection}")
 def delete_connection(
     connection: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("connections.delete"))],
+    caller: Annotated[Principal, Depends(require("connections.delete"))],
 ) -> Connection:
     """Forget the connection; the warehouse's tables stay."""
-    return service.delete_connection(session, connection)
+    return service.delete_connection(session, connection, caller.project)
 
 
 @router.post("/{connection}:resolve")
@@ -88,10 +90,12 @@ def resolve_connection(
     connection: str,
     session: DbSession,
     state: State,
-    _: Annotated[Principal, Depends(require("connections.resolve"))],
+    caller: Annotated[Principal, Depends(require("connections.resolve"))],
 ) -> dict[str, object]:
     """The connection with its secret, for the SDK opening it on a cluster. Viewers may not."""
-    resolved: ResolvedConnection = service.resolve_connection(session, state.settings, connection)
+    resolved: ResolvedConnection = service.resolve_connection(
+        session, state.settings, connection, caller.project
+    )
     data = resolved.model_dump(mode="json")
     data["secret"] = resolved.secret.get_secret_value() if resolved.secret else None
     return data
@@ -99,20 +103,20 @@ def resolve_connection(
 
 @router.get("/{connection}/datasets")
 def list_datasets(
-    connection: str, state: State, _: Annotated[Principal, Depends(require("connections.get"))]
+    connection: str, state: State, caller: Annotated[Principal, Depends(require("connections.get"))]
 ) -> list[DatasetInfo]:
-    return service.list_datasets(state.db, state.settings, connection)
+    return service.list_datasets(state.db, state.settings, connection, caller.project)
 
 
 @router.get("/{connection}/tables")
 def list_tables(
     connection: str,
     state: State,
-    _: Annotated[Principal, Depends(require("connections.get"))],
+    caller: Annotated[Principal, Depends(require("connections.get"))],
     dataset: Dataset = None,
 ) -> list[TableInfo]:
     """Tables with columns and row counts."""
-    return service.list_tables(state.db, state.settings, connection, dataset)
+    return service.list_tables(state.db, state.settings, connection, dataset, caller.project)
 
 
 @router.get("/{connection}/tables/{table}:preview")
@@ -120,11 +124,13 @@ def preview_table(
     connection: str,
     table: Table,
     state: State,
-    _: Annotated[Principal, Depends(require("connections.get"))],
+    caller: Annotated[Principal, Depends(require("connections.get"))],
     dataset: Dataset = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> QueryResult:
-    return service.preview_table(state.db, state.settings, connection, dataset, table, limit)
+    return service.preview_table(
+        state.db, state.settings, connection, dataset, table, limit, caller.project
+    )
 
 
 @router.get("/{connection}/tables/{table}")
@@ -132,10 +138,10 @@ def get_table(
     connection: str,
     table: Table,
     state: State,
-    _: Annotated[Principal, Depends(require("connections.get"))],
+    caller: Annotated[Principal, Depends(require("connections.get"))],
     dataset: Dataset = None,
 ) -> TableInfo:
-    return service.table_info(state.db, state.settings, connection, dataset, table)
+    return service.table_info(state.db, state.settings, connection, dataset, table, caller.project)
 
 
 @router.post("/{connection}:query")
@@ -143,7 +149,7 @@ def run_query(
     connection: str,
     body: QueryRequest,
     state: State,
-    _: Annotated[Principal, Depends(require("connections.query"))],
+    caller: Annotated[Principal, Depends(require("connections.query"))],
 ) -> QueryResult:
     """One read-only statement (writes are refused); at most ``limit`` rows."""
-    return service.query(state.db, state.settings, connection, body.sql, body.limit)
+    return service.query(state.db, state.settings, connection, body.sql, body.limit, caller.project)

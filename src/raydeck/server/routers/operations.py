@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.orm import Session
 
 from raydeck.core.errors import PermissionDeniedError
@@ -21,6 +21,7 @@ from raydeck.core.models.operations import (
     LogSeverity,
 )
 from raydeck.server.auth import Principal, require
+from raydeck.server.metrics import exposition_for
 from raydeck.server.routers.common import DbSession, PageSize, State
 from raydeck.server.services import access, billing, budgets
 from raydeck.server.services import logs as log_service
@@ -46,9 +47,18 @@ def _projects(
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-def metrics(state: State, _: Annotated[Principal, Depends(require("metrics.get"))]) -> Response:
-    """Prometheus exposition of the control plane's metrics."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(
+    state: State,
+    session: DbSession,
+    caller: Annotated[Principal, Depends(require("metrics.get"))],
+) -> Response:
+    """Prometheus exposition of the control plane's metrics: the series of every project the
+    caller may read metrics in (all of them, server-wide ones included, for a binding on
+    every project)."""
+    projects = access.projects_allowing(session, caller.account, "metrics.get")
+    return Response(
+        exposition_for(state.metrics.registry, projects), media_type=CONTENT_TYPE_LATEST
+    )
 
 
 @router.get("/api/v1/logs")

@@ -23,29 +23,31 @@ def create_pipeline(
     body: TrainingPipelineCreate,
     state: State,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("training_pipelines.create"))],
+    caller: Annotated[Principal, Depends(require("training_pipelines.create"))],
 ) -> TrainingPipeline:
     """Stored with its training job (QUEUED); the model is uploaded when the job succeeds."""
-    return service.create_pipeline(state, session, body)
+    return service.create_pipeline(state, session, body, project=caller.project)
 
 
 @router.get("")
 def list_pipelines(
     session: DbSession,
-    _: Annotated[Principal, Depends(require("training_pipelines.list"))],
+    caller: Annotated[Principal, Depends(require("training_pipelines.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
 ) -> Page[TrainingPipeline]:
-    return service.list_pipelines(session, page_size=page_size, page_token=page_token)
+    return service.list_pipelines(
+        session, page_size=page_size, page_token=page_token, project=caller.project
+    )
 
 
 @router.get("/{pipeline_id}")
 def get_pipeline(
     pipeline_id: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("training_pipelines.get"))],
+    caller: Annotated[Principal, Depends(require("training_pipelines.get"))],
 ) -> TrainingPipeline:
-    row = service.get_pipeline_row(session, pipeline_id)
+    row = service.get_pipeline_row(session, pipeline_id, caller.project)
     return service.to_model(row, service.child_of(session, row))
 
 
@@ -53,9 +55,9 @@ def get_pipeline(
 def cancel_pipeline(
     pipeline_id: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("training_pipelines.cancel"))],
+    caller: Annotated[Principal, Depends(require("training_pipelines.cancel"))],
 ) -> TrainingPipeline:
-    row = service.get_pipeline_row(session, pipeline_id)
+    row = service.get_pipeline_row(session, pipeline_id, caller.project)
     child = service.child_of(session, row)
     if row.state not in runs.LIVE_STATES:
         raise FailedPreconditionError(
@@ -71,10 +73,10 @@ def cancel_pipeline(
 def delete_pipeline(
     pipeline_id: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("training_pipelines.delete"))],
+    caller: Annotated[Principal, Depends(require("training_pipelines.delete"))],
 ) -> TrainingPipeline:
     """Only once ended; its training job stays (delete it on its own), the model too."""
-    row = service.get_pipeline_row(session, pipeline_id)
+    row = service.get_pipeline_row(session, pipeline_id, caller.project)
     if row.state in runs.LIVE_STATES:
         raise FailedPreconditionError(
             f"training pipeline {pipeline_id} is {row.state}; cancel it first", field="pipeline"

@@ -46,39 +46,46 @@ def create_tuning_job(
     body: HyperparameterTuningJobCreate,
     state: State,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("tuning_jobs.create"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.create"))],
 ) -> HyperparameterTuningJob:
-    return service.create_tuning_job(state, session, body)
+    return service.create_tuning_job(state, session, body, project=caller.project)
 
 
 @router.get("")
 def list_tuning_jobs(
     session: DbSession,
-    _: Annotated[Principal, Depends(require("tuning_jobs.list"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.list"))],
     page_size: PageSize = 100,
     page_token: PageToken = None,
     state: Annotated[TrainingState | None, Query()] = None,
     label: Annotated[str | None, Query(description="key=value")] = None,
 ) -> Page[HyperparameterTuningJob]:
     return service.list_tuning_jobs(
-        session, page_size=page_size, page_token=page_token, state=state, label=label
+        session,
+        page_size=page_size,
+        page_token=page_token,
+        project=caller.project,
+        state=state,
+        label=label,
     )
 
 
 @router.get("/{job_id}")
 def get_tuning_job(
-    job_id: str, session: DbSession, _: Annotated[Principal, Depends(require("tuning_jobs.get"))]
+    job_id: str,
+    session: DbSession,
+    caller: Annotated[Principal, Depends(require("tuning_jobs.get"))],
 ) -> HyperparameterTuningJob:
-    return service.get_tuning_job(session, job_id)
+    return service.get_tuning_job(session, job_id, caller.project)
 
 
 @router.post("/{job_id}:cancel")
 def cancel_tuning_job(
     job_id: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("tuning_jobs.cancel"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.cancel"))],
 ) -> HyperparameterTuningJob:
-    row = runs.get_run_row(session, service.KIND, job_id)
+    row = runs.get_run_row(session, service.KIND, job_id, caller.project)
     runs.cancel_run(session, row)
     return service.to_model(session, row)
 
@@ -88,11 +95,11 @@ def delete_tuning_job(
     job_id: str,
     state: State,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("tuning_jobs.delete"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.delete"))],
 ) -> HyperparameterTuningJob:
-    row = runs.get_run_row(session, service.KIND, job_id)
+    row = runs.get_run_row(session, service.KIND, job_id, caller.project)
     job = service.to_model(session, row)
-    for trial in service.list_trials(session, job_id):
+    for trial in service.list_trials(session, job_id, caller.project):
         runs.delete_run_metrics(session, trial.id)
     runs.delete_run(session, row)
     StudyCache.of(state.db).forget(job_id)
@@ -103,9 +110,9 @@ def delete_tuning_job(
 def list_trials(
     job_id: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("tuning_jobs.get"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.get"))],
 ) -> list[Trial]:
-    return service.list_trials(session, job_id)
+    return service.list_trials(session, job_id, caller.project)
 
 
 @router.get("/{job_id}/trials/{trial_id}/metrics")
@@ -113,10 +120,10 @@ def trial_metrics(
     job_id: str,
     trial_id: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("tuning_jobs.get"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.get"))],
     metric: Annotated[str | None, Query()] = None,
 ) -> list[MetricPoint]:
-    service.get_trial_row(session, job_id, trial_id)
+    _trial_dir(session, job_id, trial_id, caller.project)
     return runs.metric_points(session, trial_id, metric)
 
 
@@ -125,10 +132,10 @@ def trial_logs(
     job_id: str,
     trial_id: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("tuning_jobs.logs"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.logs"))],
     replica: Annotated[str, Query()] = "workerpool0-0",
 ) -> PlainTextResponse:
-    directory = _trial_dir(session, job_id, trial_id)
+    directory = _trial_dir(session, job_id, trial_id, caller.project)
     return PlainTextResponse(runs.read_replica_log(directory, replica))
 
 
@@ -137,10 +144,10 @@ def trial_artifacts(
     job_id: str,
     trial_id: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("tuning_jobs.get"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.get"))],
 ) -> list[ArtifactFile]:
     """Files the trial wrote under its AIP_* directories and metrics/."""
-    return list_artifacts(_trial_dir(session, job_id, trial_id))
+    return list_artifacts(_trial_dir(session, job_id, trial_id, caller.project))
 
 
 @router.get("/{job_id}/trials/{trial_id}/artifacts/{path:path}", response_class=FileResponse)
@@ -149,14 +156,14 @@ def download_trial_artifact(
     trial_id: str,
     path: str,
     session: DbSession,
-    _: Annotated[Principal, Depends(require("tuning_jobs.get"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.get"))],
 ) -> FileResponse:
-    found = artifact_file(_trial_dir(session, job_id, trial_id), path)
+    found = artifact_file(_trial_dir(session, job_id, trial_id, caller.project), path)
     return FileResponse(found, filename=found.name)
 
 
-def _trial_dir(session: Session, job_id: str, trial_id: str) -> str:
-    row = runs.get_run_row(session, service.KIND, job_id)
+def _trial_dir(session: Session, job_id: str, trial_id: str, project: str) -> str:
+    row = runs.get_run_row(session, service.KIND, job_id, project)
     service.get_trial_row(session, job_id, trial_id)
     return trial_output_dir(row.spec["base_output_dir"], trial_id)
 
@@ -169,9 +176,11 @@ async def suggest_trials(
     job_id: str,
     body: SuggestRequest,
     state: State,
-    _: Annotated[Principal, Depends(require("tuning_jobs.run"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.run"))],
 ) -> dict[str, object]:
-    return await asyncio.to_thread(service.suggest_trials, state, job_id, body.count)
+    return await asyncio.to_thread(
+        service.suggest_trials, state, job_id, body.count, project=caller.project
+    )
 
 
 @router.post("/{job_id}/trials/{trial_id}:report")
@@ -180,9 +189,11 @@ async def report_trial(
     trial_id: str,
     body: TrialReport,
     state: State,
-    _: Annotated[Principal, Depends(require("tuning_jobs.run"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.run"))],
 ) -> TrialReportResult:
-    return await asyncio.to_thread(service.report_trial, state, job_id, trial_id, body.points)
+    return await asyncio.to_thread(
+        service.report_trial, state, job_id, trial_id, body.points, project=caller.project
+    )
 
 
 @router.post("/{job_id}/trials/{trial_id}:complete")
@@ -191,8 +202,15 @@ async def complete_trial(
     trial_id: str,
     body: TrialOutcome,
     state: State,
-    _: Annotated[Principal, Depends(require("tuning_jobs.run"))],
+    caller: Annotated[Principal, Depends(require("tuning_jobs.run"))],
 ) -> Trial:
     return await asyncio.to_thread(
-        service.complete_trial, state, job_id, trial_id, body.ok, body.stopped, body.message
+        service.complete_trial,
+        state,
+        job_id,
+        trial_id,
+        body.ok,
+        body.stopped,
+        body.message,
+        project=caller.project,
     )

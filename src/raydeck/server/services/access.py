@@ -29,12 +29,17 @@ from raydeck.core.models.access import (
 from raydeck.core.models.common import Page
 from raydeck.db.models import (
     AccountRow,
+    BatchPredictionJobRow,
     ClusterRow,
+    ConnectionRow,
     CustomRoleRow,
     EndpointRow,
+    ModelRow,
     ProjectRow,
     RoleBindingRow,
     TokenRow,
+    TrainingJobRow,
+    TrainingPipelineRow,
 )
 from raydeck.server.services.paging import fetch_page
 from raydeck.server.services.roles import (
@@ -42,6 +47,18 @@ from raydeck.server.services.roles import (
     SELF_RESOURCES,
     builtin_permissions,
     role_allows,
+)
+
+# Tables whose rows belong to a project: a project is deleted only once they are all gone
+# (orphans would reappear in a new project of the same name).
+_PROJECT_TABLES = (
+    ClusterRow,
+    EndpointRow,
+    ModelRow,
+    BatchPredictionJobRow,
+    TrainingJobRow,
+    TrainingPipelineRow,
+    ConnectionRow,
 )
 
 __all__ = [
@@ -61,6 +78,7 @@ __all__ = [
     "list_bindings",
     "list_projects",
     "list_roles",
+    "projects_allowing",
     "roles_in_project",
     "unbind_role",
 ]
@@ -98,7 +116,7 @@ def delete_project(session: Session, name: str) -> Project:
     row = get_project_row(session, name)
     if name == "default":
         raise FailedPreconditionError("the default project cannot be deleted", field="project")
-    for table in (ClusterRow, EndpointRow):
+    for table in _PROJECT_TABLES:
         if session.scalar(select(table.id).where(table.project == name).limit(1)):
             raise FailedPreconditionError(
                 f"project {name!r} still has {table.__tablename__}; delete them first",
@@ -324,6 +342,30 @@ def account_allows(session: Session, bindings: list[tuple[str, str]], permission
         if role_allows(role, permission, custom):
             return True
     return False
+
+
+def projects_allowing(
+    session: Session, account_name: str | None, permission: str
+) -> set[str] | None:
+    """The projects where the account's bindings grant ``permission``; None: every project
+    (a binding on "*" grants it)."""
+    if allowed_everywhere(session, account_name, permission):
+        return None
+    account = session.scalar(select(AccountRow).where(AccountRow.name == account_name))
+    if account is None:
+        return set()
+    by_project: dict[str, list[tuple[str, str]]] = {}
+    for role, bound in session.execute(
+        select(RoleBindingRow.role, RoleBindingRow.project).where(
+            RoleBindingRow.account_id == account.id, RoleBindingRow.project != ALL_PROJECTS
+        )
+    ):
+        by_project.setdefault(bound, []).append((role, bound))
+    return {
+        project
+        for project, bindings in by_project.items()
+        if account_allows(session, bindings, permission)
+    }
 
 
 def allowed_everywhere(session: Session, account_name: str | None, permission: str) -> bool:

@@ -183,10 +183,12 @@ def _check_input(request: BatchPredictionJobCreate) -> BatchInputFormat:
     return fmt
 
 
-def _check_table_input(state: ServerState, request: BatchPredictionJobCreate) -> TableInfo:
+def _check_table_input(
+    state: ServerState, request: BatchPredictionJobCreate, project: str
+) -> TableInfo:
     assert request.input.table is not None
     info = connection_service.find_table(
-        state.db, state.settings, request.input.table, field="input.table"
+        state.db, state.settings, request.input.table, field="input.table", project=project
     )
     if info is None:
         raise NotFoundError(f"table {request.input.table} not found", field="input.table")
@@ -209,7 +211,7 @@ def _check_table_input(state: ServerState, request: BatchPredictionJobCreate) ->
 
 
 def _check_table_output(
-    state: ServerState, request: BatchPredictionJobCreate, source: TableInfo | None
+    state: ServerState, request: BatchPredictionJobCreate, source: TableInfo | None, project: str
 ) -> None:
     """``create``: the table must not exist; ``append`` to an existing table: it must have
     exactly the columns the predictions bring (input columns or instance, + prediction, error).
@@ -217,7 +219,7 @@ def _check_table_output(
     output = request.output
     assert output.table is not None
     info = connection_service.find_table(
-        state.db, state.settings, output.table, field="output.table"
+        state.db, state.settings, output.table, field="output.table", project=project
     )
     if info is None:
         return
@@ -276,11 +278,11 @@ def create_batch_prediction(
     source: TableInfo | None = None
     fmt: BatchInputFormat | None = None
     if request.input.table is not None:
-        source = _check_table_input(state, request)
+        source = _check_table_input(state, request, project)
     else:
         fmt = _check_input(request)
     if request.output.table is not None:
-        _check_table_output(state, request, source)
+        _check_table_output(state, request, source, project)
     else:
         assert request.output.uri is not None
         _check_output(request.output.uri)

@@ -87,17 +87,18 @@ def to_model(row: ConnectionRow) -> Connection:
     )
 
 
-def get_connection_row(session: Session, ref: str) -> ConnectionRow:
-    row = session.scalar(select(ConnectionRow).where(ConnectionRow.name == ref)) or session.get(
-        ConnectionRow, ref
-    )
-    if row is None:
+def get_connection_row(session: Session, ref: str, project: str) -> ConnectionRow:
+    """By name or id, within ``project`` (another project's connection is not found)."""
+    row = session.scalar(
+        select(ConnectionRow).where(ConnectionRow.project == project, ConnectionRow.name == ref)
+    ) or session.get(ConnectionRow, ref)
+    if row is None or row.project != project:
         raise NotFoundError(f"connection {ref!r} not found", field="connection")
     return row
 
 
-def get_connection(session: Session, ref: str) -> Connection:
-    return to_model(get_connection_row(session, ref))
+def get_connection(session: Session, ref: str, project: str) -> Connection:
+    return to_model(get_connection_row(session, ref, project))
 
 
 def _sql_url(url: str, secret: str | None) -> tuple[str, str | None]:
@@ -128,13 +129,17 @@ def _sql_url(url: str, secret: str | None) -> tuple[str, str | None]:
     return parsed.render_as_string(hide_password=False), secret
 
 
-def _config(settings: Settings, request: ConnectionCreate) -> tuple[dict[str, Any], str | None]:
+def _config(
+    settings: Settings, request: ConnectionCreate, project: str
+) -> tuple[dict[str, Any], str | None]:
     secret = request.secret.get_secret_value() if request.secret is not None else None
     config: dict[str, Any] = {"secret_env": request.secret_env}
     if request.kind is ConnectionKind.DUCKDB:
         path = Path(request.path) if request.path else Path(f"{request.name}.duckdb")
-        if not path.is_absolute():  # relative paths live in the warehouse directory
-            path = settings.warehouse_root / path
+        if not path.is_absolute():  # relative paths live in the (project's) warehouse directory
+            root = settings.warehouse_root
+            # Outside "default", a directory per project: same names never share a file.
+            path = (root if project == "default" else root / "projects" / project) / path
         config["path"] = str(path)
     elif request.kind is ConnectionKind.SQL:
         assert request.url is not None  # the model requires it for this kind
@@ -153,13 +158,17 @@ def _config(settings: Settings, request: ConnectionCreate) -> tuple[dict[str, An
 
 
 def create_connection(
-    session: Session, settings: Settings, request: ConnectionCreate
+    session: Session, settings: Settings, request: ConnectionCreate, project: str
 ) -> Connection:
-    if session.scalar(select(ConnectionRow.id).where(ConnectionRow.name == request.name)):
+    taken = select(ConnectionRow.id).where(
+        ConnectionRow.project == project, ConnectionRow.name == request.name
+    )
+    if session.scalar(taken):
         raise AlreadyExistsError(f"connection {request.name!r} already exists", field="name")
-    config, secret = _config(settings, request)
+    config, secret = _config(settings, request, project)
     row = ConnectionRow(
         id=new_id("conn"),
+        project=project,
         name=request.name,
         kind=request.kind.value,
         description=request.description,
@@ -178,9 +187,14 @@ def create_connection(
 
 
 def list_connections(
-    session: Session, *, page_size: int, page_token: str | None, kind: ConnectionKind | None = None
+    session: Session,
+    *,
+    page_size: int,
+    page_token: str | None,
+    project: str,
+    kind: ConnectionKind | None = None,
 ) -> Page[Connection]:
-    query = select(ConnectionRow)
+    query = select(ConnectionRow).where(ConnectionRow.project == project)
     if kind is not None:
         query = query.where(ConnectionRow.kind == kind.value)
     rows, next_token = fetch_page(session, query, ConnectionRow.id, page_size, page_token)
@@ -188,9 +202,9 @@ def list_connections(
 
 
 def update_connection(
-    session: Session, settings: Settings, ref: str, request: ConnectionUpdate
+    session: Session, settings: Settings, ref: str, request: ConnectionUpdate, project: str
 ) -> Connection:
-    row = get_connection_row(session, ref)
+    row = get_connection_row(session, ref, project)
     if request.secret is not None and request.secret_env is not None:
         raise InvalidArgumentError("give either secret or secret_env, not both", field="secret_env")
     if (request.secret is not None or request.secret_env is not None) and row.kind == "duckdb":
@@ -210,16 +224,18 @@ def update_connection(
     return to_model(row)
 
 
-def delete_connection(session: Session, ref: str) -> Connection:
+def delete_connection(session: Session, ref: str, project: str) -> Connection:
     """Forget the connection; the warehouse and its tables are not touched."""
-    row = get_connection_row(session, ref)
+    row = get_connection_row(session, ref, project)
     deleted = to_model(row)
     session.delete(row)
     return deleted
 
 
-def resolve_connection(session: Session, settings: Settings, ref: str) -> ResolvedConnection:
-    row = get_connection_row(session, ref)
+def resolve_connection(
+    session: Session, settings: Settings, ref: str, project: str
+) -> ResolvedConnection:
+    row = get_connection_row(session, ref, project)
     secret = None
     if row.secret_ciphertext is not None:
         secret = secret_box(settings.secret_key_path).decrypt(row.secret_ciphertext)
@@ -230,37 +246,41 @@ def resolve_connection(session: Session, settings: Settings, ref: str) -> Resolv
 # Browsing ---------------------------------------------------------------------------------
 
 
-def _warehouse(db: Database, settings: Settings, ref: str) -> Warehouse:
+def _warehouse(db: Database, settings: Settings, ref: str, project: str) -> Warehouse:
     with db.session() as session:
-        resolved = resolve_connection(session, settings, ref)
+        resolved = resolve_connection(session, settings, ref, project)
     # Imported on first browse: Ray Data, DuckDB and pyarrow stay out of server start-up.
     from raydeck.data.registry import open_warehouse
 
     return open_warehouse(resolved)
 
 
-def list_datasets(db: Database, settings: Settings, ref: str) -> list[DatasetInfo]:
-    return _warehouse(db, settings, ref).list_datasets()
+def list_datasets(db: Database, settings: Settings, ref: str, project: str) -> list[DatasetInfo]:
+    return _warehouse(db, settings, ref, project).list_datasets()
 
 
-def list_tables(db: Database, settings: Settings, ref: str, dataset: str | None) -> list[TableInfo]:
-    warehouse = _warehouse(db, settings, ref)
+def list_tables(
+    db: Database, settings: Settings, ref: str, dataset: str | None, project: str
+) -> list[TableInfo]:
+    warehouse = _warehouse(db, settings, ref, project)
     return warehouse.list_tables(dataset or warehouse.default_dataset)
 
 
 def table_info(
-    db: Database, settings: Settings, ref: str, dataset: str | None, table: str
+    db: Database, settings: Settings, ref: str, dataset: str | None, table: str, project: str
 ) -> TableInfo:
-    warehouse = _warehouse(db, settings, ref)
+    warehouse = _warehouse(db, settings, ref, project)
     return warehouse.table_info(dataset or warehouse.default_dataset, table)
 
 
-def find_table(db: Database, settings: Settings, ref: str, *, field: str) -> TableInfo | None:
+def find_table(
+    db: Database, settings: Settings, ref: str, *, field: str, project: str
+) -> TableInfo | None:
     """The table ``conn.dataset.table`` names (None when its connection has no such table);
     an unknown connection, or one that cannot be browsed, is an error naming ``field``."""
     parsed = TableRef.parse(ref, field=field)
     try:
-        warehouse = _warehouse(db, settings, parsed.connection)
+        warehouse = _warehouse(db, settings, parsed.connection, project)
     except NotFoundError as exc:
         raise NotFoundError(exc.message, field=field) from exc
     dataset = parsed.dataset or warehouse.default_dataset
@@ -271,17 +291,25 @@ def find_table(db: Database, settings: Settings, ref: str, *, field: str) -> Tab
 
 
 def preview_table(
-    db: Database, settings: Settings, ref: str, dataset: str | None, table: str, limit: int
+    db: Database,
+    settings: Settings,
+    ref: str,
+    dataset: str | None,
+    table: str,
+    limit: int,
+    project: str,
 ) -> QueryResult:
     from raydeck.data.base import to_query_result
 
-    warehouse = _warehouse(db, settings, ref)
+    warehouse = _warehouse(db, settings, ref, project)
     return to_query_result(
         warehouse.preview(dataset or warehouse.default_dataset, table, limit + 1), limit
     )
 
 
-def query(db: Database, settings: Settings, ref: str, sql: str, limit: int) -> QueryResult:
+def query(
+    db: Database, settings: Settings, ref: str, sql: str, limit: int, project: str
+) -> QueryResult:
     from raydeck.data.base import to_query_result
 
-    return to_query_result(_warehouse(db, settings, ref).query(sql, limit), limit)
+    return to_query_result(_warehouse(db, settings, ref, project).query(sql, limit), limit)

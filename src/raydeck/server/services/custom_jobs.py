@@ -68,14 +68,17 @@ def create_custom_job(
     session: Session,
     request: CustomJobCreate,
     *,
+    project: str,
     pipeline_id: str | None = None,
 ) -> CustomJob:
+    """In ``project``, on a cluster of that project (or an ephemeral one made there)."""
     job_id = new_id("cj")
     spec = CustomJobSpec.model_validate(request.model_dump(include=set(CustomJobSpec.model_fields)))
     output_dir = spec.base_output_dir or runs.default_output_dir(state, job_id)
     row = TrainingJobRow(
         id=job_id,
         kind=KIND,
+        project=project,
         display_name=request.display_name or job_id,
         state=TrainingState.QUEUED.value,
         spec={"job_spec": spec.model_dump(mode="json"), "base_output_dir": output_dir},
@@ -89,8 +92,8 @@ def create_custom_job(
     return to_model(row)
 
 
-def get_custom_job(session: Session, job_id: str) -> CustomJob:
-    return to_model(runs.get_run_row(session, KIND, job_id))
+def get_custom_job(session: Session, job_id: str, project: str) -> CustomJob:
+    return to_model(runs.get_run_row(session, KIND, job_id, project))
 
 
 def list_custom_jobs(
@@ -98,10 +101,17 @@ def list_custom_jobs(
     *,
     page_size: int,
     page_token: str | None,
+    project: str,
     state: TrainingState | None = None,
     label: str | None = None,
 ) -> Page[CustomJob]:
     rows, token = runs.list_run_rows(
-        session, KIND, page_size=page_size, page_token=page_token, state=state, label=label
+        session,
+        KIND,
+        page_size=page_size,
+        page_token=page_token,
+        project=project,
+        state=state,
+        label=label,
     )
     return Page[CustomJob](items=[to_model(r) for r in rows], next_page_token=token)

@@ -39,11 +39,12 @@ def record_prediction(
         except NotFoundError:
             return  # nothing to attribute to; the caller already got its 404
         metrics = state.metrics
-        metrics.predictions.labels(row.name, deployed_model, model, str(status)).inc()
-        metrics.prediction_latency.labels(row.name, deployed_model).observe(seconds)
+        labels = (row.project, row.name, deployed_model)
+        metrics.predictions.labels(*labels, model, str(status)).inc()
+        metrics.prediction_latency.labels(*labels).observe(seconds)
         if status < 400:
             return
-        metrics.prediction_errors.labels(row.name, deployed_model).inc()
+        metrics.prediction_errors.labels(*labels).inc()
         detail = error or (body or b"").decode("utf-8", errors="replace")[:2000]
         store_lines(
             session,

@@ -20,6 +20,7 @@ __all__ = [
     "enforce_retention",
     "get_cursor",
     "infer_severity",
+    "line_severities",
     "parse_resource",
     "query_logs",
     "set_cursor",
@@ -30,6 +31,33 @@ _ERROR = re.compile(r"\b(ERROR|CRITICAL|FATAL|Traceback|Exception|Error:)", re.I
 _WARNING = re.compile(r"\b(WARNING|WARN)\b", re.IGNORECASE)
 _DEBUG = re.compile(r"\bDEBUG\b")
 _MAX_TEXT = 8000
+# The level a record starts with: Python logging / Ray Serve ("ERROR 2026-12-01 10:00:00,1
+# ep-1_model-dm-1 abc -- ...") and Ray's C++ daemons ("[2026-12-01 10:00:00,123 E 12 34] ...").
+_PY_LEVEL = re.compile(r"^(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL) \d{4}-\d\d-\d\d")
+_RAY_LEVEL = re.compile(r"^\[\d{4}-\d\d-\d\d [^\]]*? ([DIWEF]) \d+ \d+\]")
+_LEVELS = {
+    "DEBUG": LogSeverity.DEBUG,
+    "D": LogSeverity.DEBUG,
+    "INFO": LogSeverity.INFO,
+    "I": LogSeverity.INFO,
+    "WARNING": LogSeverity.WARNING,
+    "WARN": LogSeverity.WARNING,
+    "W": LogSeverity.WARNING,
+}
+
+
+def line_severities(lines: list[str]) -> list[LogSeverity]:
+    """Severity of each line of a log file: a record's own level when the line starts one,
+    else the level of the record it continues (a traceback under "ERROR ... -- predict
+    failed" is ERROR), else guessed from the text (``infer_severity``)."""
+    found: list[LogSeverity] = []
+    current: LogSeverity | None = None
+    for line in lines:
+        match = _PY_LEVEL.match(line) or _RAY_LEVEL.match(line)
+        if match:
+            current = _LEVELS.get(match.group(1), LogSeverity.ERROR)
+        found.append(current if current is not None else infer_severity(line))
+    return found
 
 
 def infer_severity(text: str) -> LogSeverity:

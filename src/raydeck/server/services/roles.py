@@ -7,7 +7,8 @@ Built-in roles, so new resources need no edit here:
 Custom roles are explicit permission lists; ``*`` matches any resource or verb.
 
 Server-wide resources (``GLOBAL_RESOURCES``) are granted only by bindings on every project
-("*"); all others by a binding in the request's project or on "*".
+("*"); all others are kept per project and granted by a binding in the request's project or
+on "*".
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ __all__ = [
     "ADMIN_WRITE_RESOURCES",
     "GLOBAL_RESOURCES",
     "NON_MUTATING_VERBS",
-    "PROJECT_SCOPED_RESOURCES",
     "READ_VERBS",
     "SELF_RESOURCES",
     "builtin_allows",
@@ -38,23 +38,7 @@ ADMIN_WRITE_RESOURCES = frozenset({"projects", "budgets"})
 GLOBAL_RESOURCES = ADMIN_ONLY_RESOURCES | {"projects"}
 # About the caller itself: any valid token may ask, with or without bindings.
 SELF_RESOURCES = frozenset({"tokens_self"})
-# Resources whose services keep rows per project. Any other resource (training, tuning and
-# pipeline jobs, connections, and new ones until their services take a project) lives in the
-# default project only: asking for it in another project is refused rather than leaking
-# defaults.
-PROJECT_SCOPED_RESOURCES = frozenset(
-    {
-        "clusters",
-        "jobs",
-        "logs",
-        "billing",
-        "budgets",
-        "metrics",
-        "models",
-        "endpoints",
-        "batch_predictions",
-    }
-)
+# Every other resource keeps its rows per project: the request's project scopes it.
 
 
 def builtin_allows(role: Role, permission: str) -> bool:

@@ -73,27 +73,34 @@ def upload_request(row: TrainingPipelineRow, artifact_uri: str | None) -> ModelU
 
 
 def create_pipeline(
-    state: ServerState, session: Session, request: TrainingPipelineCreate
+    state: ServerState, session: Session, request: TrainingPipelineCreate, *, project: str
 ) -> TrainingPipeline:
+    """The pipeline, its training job (on a cluster of ``project``) and, later, its model all
+    belong to ``project``."""
     pipeline_id = new_id("tp")
     row = TrainingPipelineRow(
         id=pipeline_id,
+        project=project,
         display_name=request.display_name or pipeline_id,
         state=TrainingState.QUEUED.value,
         spec=request.model_dump(mode="json", include={"training_task", "model_to_upload"}),
         labels=dict(request.labels),
     )
     # The model target must be usable now (parent exists / name free, framework known).
-    _precheck(state.db, upload_request(row, "pending"), uploaded=False)
+    _precheck(state.db, upload_request(row, "pending"), uploaded=False, project=project)
     task = request.training_task
     if task.custom_job is not None:
         child_id = custom_jobs.create_custom_job(
-            state, session, task.custom_job, pipeline_id=pipeline_id
+            state, session, task.custom_job, project=project, pipeline_id=pipeline_id
         ).id
     else:
         assert task.hyperparameter_tuning_job is not None
         child_id = tuning_jobs.create_tuning_job(
-            state, session, task.hyperparameter_tuning_job, pipeline_id=pipeline_id
+            state,
+            session,
+            task.hyperparameter_tuning_job,
+            project=project,
+            pipeline_id=pipeline_id,
         ).id
     row.training_job_id = child_id
     session.add(row)
@@ -101,9 +108,12 @@ def create_pipeline(
     return to_model(row, session.get(TrainingJobRow, child_id))
 
 
-def get_pipeline_row(session: Session, pipeline_id: str) -> TrainingPipelineRow:
+def get_pipeline_row(
+    session: Session, pipeline_id: str, project: str | None
+) -> TrainingPipelineRow:
+    """``project`` None only for the server's own loops (another project's id: not found)."""
     row = session.get(TrainingPipelineRow, pipeline_id)
-    if row is None:
+    if row is None or project not in (None, row.project):
         raise NotFoundError(f"training pipeline {pipeline_id!r} not found", field="pipeline")
     return row
 
@@ -113,11 +123,10 @@ def child_of(session: Session, row: TrainingPipelineRow) -> TrainingJobRow | Non
 
 
 def list_pipelines(
-    session: Session, *, page_size: int, page_token: str | None
+    session: Session, *, page_size: int, page_token: str | None, project: str
 ) -> Page[TrainingPipeline]:
-    rows, token = fetch_page(
-        session, select(TrainingPipelineRow), TrainingPipelineRow.id, page_size, page_token
-    )
+    query = select(TrainingPipelineRow).where(TrainingPipelineRow.project == project)
+    rows, token = fetch_page(session, query, TrainingPipelineRow.id, page_size, page_token)
     return Page[TrainingPipeline](
         items=[to_model(r, child_of(session, r)) for r in rows], next_page_token=token
     )

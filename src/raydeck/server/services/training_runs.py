@@ -96,9 +96,10 @@ def place_run(
     *,
     parallel: int = 1,
 ) -> None:
-    """Point the row at its cluster: an existing one (404 if unknown), or a new ephemeral one."""
+    """Point the row at its cluster: an existing one of the row's project (404 naming
+    ``cluster`` if that project has none of that name), or a new ephemeral one there."""
     if cluster is not None:
-        cluster_row = cluster_service.get_cluster_row(session, cluster)
+        cluster_row = cluster_service.get_cluster_row(session, cluster, row.project)
         if cluster_row.state in ("STOPPING", "DELETED", "ERROR"):
             raise FailedPreconditionError(
                 f"cluster {cluster!r} is {cluster_row.state}", field="cluster"
@@ -113,14 +114,16 @@ def place_run(
     backend = state.settings.default_backend
     state.backend(backend)
     created = cluster_service.create_cluster(
-        session, request, backend=backend, ray_version=RAY_VERSION
+        session, request, backend=backend, ray_version=RAY_VERSION, project=row.project
     )
     row.cluster_id, row.cluster_name, row.ephemeral_cluster = created.id, created.name, True
 
 
-def get_run_row(session: Session, kind: str, job_id: str) -> TrainingJobRow:
+def get_run_row(session: Session, kind: str, job_id: str, project: str | None) -> TrainingJobRow:
+    """``project`` None only for the server's own loops; callers' lookups pass theirs, so a
+    run of another project is not found."""
     row = session.get(TrainingJobRow, job_id)
-    if row is None or row.kind != kind:
+    if row is None or row.kind != kind or project not in (None, row.project):
         raise NotFoundError(f"{KIND_NAMES[kind]} {job_id!r} not found", field="job")
     return row
 
@@ -131,11 +134,14 @@ def list_run_rows(
     *,
     page_size: int,
     page_token: str | None,
+    project: str,
     state: TrainingState | None = None,
     label: str | None = None,
 ) -> tuple[list[TrainingJobRow], str | None]:
-    """A page of runs; ``label`` ("key=value") keeps the runs carrying that label."""
-    query = select(TrainingJobRow).where(TrainingJobRow.kind == kind)
+    """A page of the project's runs; ``label`` ("key=value") keeps those carrying it."""
+    query = select(TrainingJobRow).where(
+        TrainingJobRow.kind == kind, TrainingJobRow.project == project
+    )
     if state is not None:
         query = query.where(TrainingJobRow.state == state.value)
     wanted: tuple[str, str] | None = None
@@ -175,7 +181,7 @@ def finish(session: Session, row: TrainingJobRow, end: TrainingState, reason: st
     if row.ephemeral_cluster and row.cluster_id:
         cluster = session.get(ClusterRow, row.cluster_id)
         if cluster is not None and cluster.state not in ("STOPPING", "DELETED"):
-            cluster_service.delete_cluster(session, cluster.name)
+            cluster_service.delete_cluster(session, cluster.name, cluster.project)
 
 
 def delete_run(session: Session, row: TrainingJobRow) -> None:

@@ -114,8 +114,10 @@ def create_tuning_job(
     session: Session,
     request: HyperparameterTuningJobCreate,
     *,
+    project: str,
     pipeline_id: str | None = None,
 ) -> HyperparameterTuningJob:
+    """In ``project``, on a cluster of that project (or an ephemeral one made there)."""
     studies.validate_tuning_request(request)
     job_id = new_id("hpt")
     output_dir = request.trial_job_spec.base_output_dir or runs.default_output_dir(state, job_id)
@@ -124,6 +126,7 @@ def create_tuning_job(
     row = TrainingJobRow(
         id=job_id,
         kind=KIND,
+        project=project,
         display_name=request.display_name or job_id,
         state=TrainingState.QUEUED.value,
         spec=spec,
@@ -144,8 +147,8 @@ def create_tuning_job(
     return to_model(session, row)
 
 
-def get_tuning_job(session: Session, job_id: str) -> HyperparameterTuningJob:
-    return to_model(session, runs.get_run_row(session, KIND, job_id))
+def get_tuning_job(session: Session, job_id: str, project: str) -> HyperparameterTuningJob:
+    return to_model(session, runs.get_run_row(session, KIND, job_id, project))
 
 
 def list_tuning_jobs(
@@ -153,19 +156,26 @@ def list_tuning_jobs(
     *,
     page_size: int,
     page_token: str | None,
+    project: str,
     state: TrainingState | None = None,
     label: str | None = None,
 ) -> Page[HyperparameterTuningJob]:
     rows, token = runs.list_run_rows(
-        session, KIND, page_size=page_size, page_token=page_token, state=state, label=label
+        session,
+        KIND,
+        page_size=page_size,
+        page_token=page_token,
+        project=project,
+        state=state,
+        label=label,
     )
     return Page[HyperparameterTuningJob](
         items=[to_model(session, r) for r in rows], next_page_token=token
     )
 
 
-def list_trials(session: Session, job_id: str) -> list[Trial]:
-    row = runs.get_run_row(session, KIND, job_id)
+def list_trials(session: Session, job_id: str, project: str | None) -> list[Trial]:
+    row = runs.get_run_row(session, KIND, job_id, project)
     metric = row.spec["study_spec"]["metrics"][0]["metric_id"]
     return [trial_model(t, metric, row.spec["base_output_dir"]) for t in _trials(session, row.id)]
 
@@ -186,14 +196,16 @@ def _failed_too_often(row: TrainingJobRow, trials: list[TrialRow]) -> bool:
     return bool(limit) and failed > limit
 
 
-def suggest_trials(state: ServerState, job_id: str, count: int) -> dict[str, object]:
+def suggest_trials(
+    state: ServerState, job_id: str, count: int, *, project: str = "default"
+) -> dict[str, object]:
     """New trials for free slots: {"trials": [...], "done": no more will ever be handed out}."""
     cache = studies.StudyCache.of(state.db)
     with state.db.session() as session:
-        row = runs.get_run_row(session, KIND, job_id)
+        row = runs.get_run_row(session, KIND, job_id, project)
         live = cache.study(session, row)
     with live.lock, state.db.session() as session:
-        row = runs.get_run_row(session, KIND, job_id)
+        row = runs.get_run_row(session, KIND, job_id, project)
         if row.state not in (TrainingState.PENDING.value, TrainingState.RUNNING.value):
             return {"trials": [], "done": True}
         trials = _trials(session, job_id)
@@ -218,11 +230,16 @@ def suggest_trials(state: ServerState, job_id: str, count: int) -> dict[str, obj
 
 
 def report_trial(
-    state: ServerState, job_id: str, trial_id: str, points: list[MetricPoint]
+    state: ServerState,
+    job_id: str,
+    trial_id: str,
+    points: list[MetricPoint],
+    *,
+    project: str = "default",
 ) -> TrialReportResult:
     cache = studies.StudyCache.of(state.db)
     with state.db.session() as session:
-        row = runs.get_run_row(session, KIND, job_id)
+        row = runs.get_run_row(session, KIND, job_id, project)
         live = cache.study(session, row)
     with live.lock, state.db.session() as session:
         trial = get_trial_row(session, job_id, trial_id)
@@ -248,14 +265,21 @@ def _last_value(session: Session, trial_id: str, metric: str) -> tuple[float, in
 
 
 def complete_trial(
-    state: ServerState, job_id: str, trial_id: str, ok: bool, stopped: bool, message: str | None
+    state: ServerState,
+    job_id: str,
+    trial_id: str,
+    ok: bool,
+    stopped: bool,
+    message: str | None,
+    *,
+    project: str = "default",
 ) -> Trial:
     cache = studies.StudyCache.of(state.db)
     with state.db.session() as session:
-        row = runs.get_run_row(session, KIND, job_id)
+        row = runs.get_run_row(session, KIND, job_id, project)
         live = cache.study(session, row)
     with live.lock, state.db.session() as session:
-        row = runs.get_run_row(session, KIND, job_id)
+        row = runs.get_run_row(session, KIND, job_id, project)
         trial = get_trial_row(session, job_id, trial_id)
         metric = live.spec.metrics[0].metric_id
         if TrialState(trial.state) in ENDED_TRIALS:
