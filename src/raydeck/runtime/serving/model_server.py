@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import tempfile
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +35,11 @@ Outcome = dict[str, Any]
 # Serve writes this logger to the replica's log file (logs/serve/replica_<endpoint id>_...),
 # which the control plane collects as the endpoint's logs: predict errors are found there.
 log = logging.getLogger("ray.serve")
+
+# Models whose calls average less than this run on the replica's event loop, others on the
+# model thread; the average moves with every call (weight of the newest call below).
+INLINE_BELOW_SECONDS = 0.002
+TYPICAL_WEIGHT = 0.2
 
 
 def _error(exc: BaseException) -> Outcome:
@@ -62,10 +69,14 @@ class ModelServer:
             directory = Path(tempfile.mkdtemp(prefix="raydeck-model-"))
             get_tree(artifact_uri, directory)
         self.predictor = load_predictor(framework, directory)
-        # Model code runs on one thread of its own: the replica's event loop (where Serve's
+        # A slow model runs on one thread of its own: the replica's event loop (where Serve's
         # throughput mode runs request handling) stays free for health checks and queue-length
-        # probes while a slow model computes, and predictors never see concurrent calls.
+        # probes while it computes. A fast one runs on the loop itself, as a hand-written Serve
+        # app would: the hand-off to a thread costs more than its predict. Either way one call
+        # at a time: predictors never see concurrent calls.
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.calls_in_thread = 0
+        self.typical_seconds = math.inf  # moving average of the model's own time per call
         self.batching = batching is not None
         self.guard: IngressGuard | None = None
         if ingress is not None:  # {endpoint_id, authorize_url, project, model: {id, ...}}
@@ -107,33 +118,52 @@ class ModelServer:
         outcome = await run(admitted.instances, admitted.parameters)
         return self.guard.answer(admitted, self.deployed_model_id, outcome)
 
-    async def _in_model_thread(
+    def _timed_run(
         self, method: str, instances: list[Any], parameters: dict[str, Any] | None
     ) -> Outcome:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.model_thread, self._run, method, instances, parameters
-        )
+        begin = time.perf_counter()
+        try:
+            return self._run(method, instances, parameters)
+        finally:
+            elapsed = time.perf_counter() - begin
+            if math.isinf(self.typical_seconds):
+                self.typical_seconds = elapsed
+            else:
+                self.typical_seconds += (elapsed - self.typical_seconds) * TYPICAL_WEIGHT
+
+    async def _call_model(
+        self, method: str, instances: list[Any], parameters: dict[str, Any] | None
+    ) -> Outcome:
+        if self.calls_in_thread == 0 and self.typical_seconds < INLINE_BELOW_SECONDS:
+            return self._timed_run(method, instances, parameters)
+        self.calls_in_thread += 1  # later calls queue behind it on the thread
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self.model_thread, self._timed_run, method, instances, parameters
+            )
+        finally:
+            self.calls_in_thread -= 1
 
     async def predict(
         self, instances: list[Any], parameters: dict[str, Any] | None = None
     ) -> Outcome:
         if self.batching and not parameters:
             return await self.predict_batched(instances)
-        return await self._in_model_thread("predict", instances, parameters)
+        return await self._call_model("predict", instances, parameters)
 
     async def explain(
         self, instances: list[Any], parameters: dict[str, Any] | None = None
     ) -> Outcome:
-        return await self._in_model_thread("explain", instances, parameters)
+        return await self._call_model("explain", instances, parameters)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def predict_batched(self, requests: list[list[Any]]) -> list[Outcome]:
         """Concatenate the instances of concurrent requests into one vectorized call."""
         flat = [instance for request in requests for instance in request]
-        outcome = await self._in_model_thread("predict", flat, None)
+        outcome = await self._call_model("predict", flat, None)
         if "error" in outcome:  # one bad request must not fail its batch-mates
-            return [await self._in_model_thread("predict", r, None) for r in requests]
+            return [await self._call_model("predict", r, None) for r in requests]
         results, start = [], 0
         for request in requests:
             results.append({"predictions": outcome["predictions"][start : start + len(request)]})
