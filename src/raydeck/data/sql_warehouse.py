@@ -117,7 +117,16 @@ def bulk_insert(conn: Connection, stage: sa.Table, table: pa.Table) -> None:
     COPY on psycopg, else ``executemany`` of tuples. SQLAlchemy's per-row dict binding costs
     about ten times what the database spends on the rows; only column types that need a
     bind processor (SQLite dates, for one) get it, applied per column."""
+    if not table.num_rows:
+        return
     dialect = conn.dialect
+    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+    copies = dialect.driver == "psycopg"
+    if marker is None and not copies:  # named/numeric paramstyles: SQLAlchemy binds them
+        records = table.rename_columns(list(stage.columns.keys())).to_pylist()
+        for start in range(0, len(records), INSERT_CHUNK):
+            conn.execute(stage.insert(), records[start : start + INSERT_CHUNK])
+        return
     columns = []
     for column, values in zip(stage.columns, table.columns, strict=True):
         python_values = values.to_pylist()
@@ -126,22 +135,16 @@ def bulk_insert(conn: Connection, stage: sa.Table, table: pa.Table) -> None:
             python_values = [None if v is None else process(v) for v in python_values]
         columns.append(python_values)
     rows = list(zip(*columns, strict=True))
-    if not rows:
-        return
     target = dialect.identifier_preparer.format_table(stage)
     names = ", ".join(dialect.identifier_preparer.quote(c.name) for c in stage.columns)
-    if dialect.driver == "psycopg":
+    if copies:
         raw = conn.connection.driver_connection
         assert raw is not None  # a checked-out connection always has its driver's
         with raw.cursor() as cursor, cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
         return
-    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
-    if marker is None:  # named/numeric paramstyles: SQLAlchemy binds them
-        records = [dict(zip(stage.columns.keys(), row, strict=True)) for row in rows]
-        conn.execute(stage.insert(), records)
-        return
+    assert marker is not None  # handled above: neither COPY nor a positional paramstyle
     sql = f"INSERT INTO {target} ({names}) VALUES ({', '.join([marker] * len(stage.columns))})"
     for start in range(0, len(rows), INSERT_CHUNK):
         conn.exec_driver_sql(sql, rows[start : start + INSERT_CHUNK])
