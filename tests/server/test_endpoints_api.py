@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import joblib
 import pytest
-from sklearn.datasets import make_classification
-from sklearn.linear_model import LogisticRegression
 
 from raydeck.client import RaydeckClient
 from raydeck.core.errors import (
@@ -19,22 +16,15 @@ from raydeck.core.errors import (
 from raydeck.core.models import ClusterCreate
 from raydeck.server.services.endpoints import rebalance
 from tests.conftest import Api
-
-
-def _model_dir(root: Path, seed: int) -> Path:
-    X, y = make_classification(60, 4, random_state=seed)
-    directory = root / f"m{seed}"
-    directory.mkdir()
-    joblib.dump(LogisticRegression().fit(X, y), directory / "model.joblib")
-    return directory
+from tests.model_artifacts import sklearn_model_dir
 
 
 @pytest.fixture
 def sdk(static_api: Api, tmp_path: Path) -> RaydeckClient:
     client = static_api.sdk()
     client.clusters.create(ClusterCreate(name="serve"))
-    client.models.upload("churn", _model_dir(tmp_path, 1), "sklearn")
-    client.models.upload("churn", _model_dir(tmp_path, 2), "sklearn", parent_model="churn")
+    client.models.upload("churn", sklearn_model_dir(tmp_path, 1), "sklearn")
+    client.models.upload("churn", sklearn_model_dir(tmp_path, 2), "sklearn", parent_model="churn")
     client.endpoints.create("churn-api", cluster="serve")
     return client
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import joblib
 import pytest
-from sklearn.datasets import make_classification
-from sklearn.linear_model import LogisticRegression
 
 from raydeck.client import RaydeckClient
 from raydeck.core.errors import NotFoundError
@@ -18,14 +15,7 @@ from raydeck.core.models.access import ProjectCreate
 from raydeck.db.models import ClusterRow
 from raydeck.server.services import access
 from tests.conftest import Api
-
-
-def _model_dir(root: Path, seed: int) -> Path:
-    X, y = make_classification(60, 4, random_state=seed)
-    directory = root / f"m{seed}"
-    directory.mkdir()
-    joblib.dump(LogisticRegression().fit(X, y), directory / "model.joblib")
-    return directory
+from tests.model_artifacts import sklearn_model_dir
 
 
 def _client(api: Api, project: str) -> RaydeckClient:
@@ -43,7 +33,7 @@ def projects(static_api: Api, tmp_path: Path) -> tuple[RaydeckClient, RaydeckCli
     clients = (_client(static_api, "default"), _client(static_api, "other"))
     for seed, client in enumerate(clients):
         client.clusters.create(ClusterCreate(name="serve"))
-        client.models.upload("churn", _model_dir(tmp_path, seed), "sklearn")
+        client.models.upload("churn", sklearn_model_dir(tmp_path, seed), "sklearn")
         client.endpoints.create("churn-api", cluster="serve")
     return clients
 
@@ -91,7 +81,7 @@ def test_cross_project_references_are_refused_naming_the_field(
 ) -> None:
     default, other = projects
     other.clusters.create(ClusterCreate(name="only-there"))
-    other.models.upload("only-there", _model_dir(tmp_path, 9), "sklearn")
+    other.models.upload("only-there", sklearn_model_dir(tmp_path, 9), "sklearn")
     theirs_version = other.models.get_version("only-there@1")
     with pytest.raises(NotFoundError) as raised:
         default.endpoints.create("ep2", cluster="only-there")
