@@ -1,5 +1,7 @@
 # Raydeck: `make demo` and `make test` set themselves up on a fresh machine (Python 3.11 + pip).
-PYTHON ?= python3.11
+# Debian's interpreter when present: it lives outside /root, so the unprivileged OS user that
+# runs Ray processes (SECURITY.md) can execute the venv built from it.
+PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || echo python3.11)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
