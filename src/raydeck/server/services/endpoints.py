@@ -40,6 +40,7 @@ __all__ = [
     "create_endpoint",
     "delete_endpoint",
     "deploy_model",
+    "drop_failed_models",
     "get_endpoint",
     "get_endpoint_row",
     "list_endpoints",
@@ -223,6 +224,28 @@ def undeploy_model(
         split = rebalance(split, None, None)
     _mark_changed(row, {**row.spec, "deployed_models": remaining, "traffic_split": split})
     return to_model(row)
+
+
+def drop_failed_models(row: EndpointRow, errors: dict[str, str]) -> str:
+    """Roll back deployed models that failed to load on the cluster (``errors``: deployed
+    model id → the load error): the others keep their share of traffic and keep serving.
+    The row stays pending with the reason in ``state_reason``; once the rest is deployed the
+    reconciler records the endpoint FAILED with it. Returns the reason."""
+    models = row.spec["deployed_models"]
+    failed = [m for m in models if m["id"] in errors]
+    remaining = [m for m in models if m["id"] not in errors]
+    split = {k: v for k, v in row.spec["traffic_split"].items() if k not in errors}
+    if remaining and sum(split.values()) != 100:
+        split = rebalance(split, None, None)
+    reason = "; ".join(
+        f"deployed model {m['id']} ({m['model']}@{m['version_id']}) failed to load on the "
+        f"cluster and was undeployed: {errors[m['id']]}"
+        for m in failed
+    )
+    row.spec = {**row.spec, "deployed_models": remaining, "traffic_split": split}
+    row.generation += 1
+    row.state_reason = reason[:2000]
+    return reason
 
 
 def _check_split(split: dict[str, int], deployed: set[str]) -> None:
