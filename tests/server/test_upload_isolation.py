@@ -1,11 +1,12 @@
 """Issue 11, finding 1: an account that may only upload models cannot run code in the control
-plane. Against a real ``raydeck server`` process: hostile pickles (multipart upload and the
-``artifact_uri`` route) and a custom predictor whose import runs a shell command are uploaded
-by a custom role holding nothing but ``models.upload``; the marker file their code would
-create never appears, whatever the API answered."""
+plane. Against a real ``raydeck server`` process (the pipeline case in-process): hostile
+pickles (multipart upload and the ``artifact_uri`` route) and a custom predictor whose import
+runs a shell command are uploaded by a custom role holding nothing but ``models.upload``; the
+marker file their code would create never appears, whatever the API answered."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,11 @@ import pytest
 
 from raydeck.client import RaydeckClient
 from raydeck.core.errors import RaydeckError
+from raydeck.core.models.training import TrainingState
+from raydeck.db.models import ClusterRow, TrainingJobRow
 from raydeck.devtools import ServerProcess
+from raydeck.server.reconcilers.training_pipelines import PipelineReconciler
+from tests.conftest import Api
 from tests.model_artifacts import hostile_custom_predictor_dir, hostile_pickle_dir
 
 
@@ -102,3 +107,50 @@ def test_the_uploader_role_can_do_nothing_else(server: ServerProcess, uploader: 
         with pytest.raises(RaydeckError) as raised:
             client.models.list()
         assert raised.value.code == "permission_denied"
+
+
+def test_pipeline_registering_a_hostile_model_runs_nothing(static_api: Api, tmp_path: Path) -> None:
+    """A training pipeline's job leaves a hostile ``model.pkl`` in AIP_MODEL_DIR: the pipeline
+    reconciler registers it (in-process server: a real run needs a Ray cluster, see
+    tests/e2e/test_training.py) without loading it."""
+    http, state = static_api.http, static_api.app.state.raydeck
+    assert http.post("/api/v1/clusters", json={"name": "dev"}, headers=static_api.headers())
+    with state.db.session() as session:
+        for row in session.query(ClusterRow):
+            row.state, row.dashboard_url = "RUNNING", "http://127.0.0.1:9"
+    body = {
+        "training_task": {
+            "custom_job": {
+                "cluster": "dev",
+                "worker_pool_specs": [{"python_module": {"module_name": "trainer.task"}}],
+            }
+        },
+        "model_to_upload": {"display_name": "owned", "framework": "sklearn"},
+    }
+    created = http.post("/api/v1/trainingPipelines", json=body, headers=static_api.headers())
+    assert created.status_code == 201, created.text
+    pipeline = created.json()
+    child = http.get(
+        f"/api/v1/customJobs/{pipeline['custom_job_id']}", headers=static_api.headers()
+    ).json()
+    marker = tmp_path / "owned-pipeline"
+    model_dir = Path(child["base_output_dir"])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    hostile_pickle_dir(model_dir, "model", marker)
+    with state.db.session() as session:
+        job = session.get(TrainingJobRow, child["id"])
+        assert job is not None
+        job.state = TrainingState.SUCCEEDED.value
+
+    async def one_pass() -> None:
+        reconciler = PipelineReconciler(state)
+        state.wake_callbacks.remove(reconciler.loop.wake)
+        for pipeline_id, directory in reconciler._follow():
+            await reconciler._upload(pipeline_id, directory)
+
+    asyncio.run(one_pass())
+    done = http.get(
+        f"/api/v1/trainingPipelines/{pipeline['id']}", headers=static_api.headers()
+    ).json()
+    assert (done["state"], done["model_version"]) == ("SUCCEEDED", "owned@1"), done
+    _never_created(marker)

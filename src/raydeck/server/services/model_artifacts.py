@@ -62,7 +62,7 @@ _JOBLIB_OLD_ZLIB = b"ZF"
 _ZIP_MAGIC = b"PK\x03\x04"
 _SCAN_BYTES = 64 * 1024  # how much of a pickle is scanned for the class of its top object
 # Frameworks whose predictor accepts only its own library's objects from a pickle.
-_PICKLED_PACKAGE = {"xgboost": ("xgboost", "XGBoost"), "lightgbm": ("lightgbm", "LightGBM")}
+_PICKLED_PACKAGE = {"xgboost": ("xgboost", "an XGBoost"), "lightgbm": ("lightgbm", "a LightGBM")}
 _JSON_PARSE_MAX_BYTES = 64 * 1024**2  # larger XGBoost JSON: checked by its ends only
 _CLASS_REF = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)$")
 
@@ -245,7 +245,7 @@ def _check_pickled_model(path: Path, framework: str, head: bytes, field: str) ->
     if package is None or found is None or found.split(".")[0] == package[0]:
         return
     raise InvalidArgumentError(
-        f"{path.name} holds a {found}, not a {package[1]} model", field=field
+        f"{path.name} holds a {found}, not {package[1]} model", field=field
     )
 
 
