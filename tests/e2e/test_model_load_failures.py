@@ -5,6 +5,8 @@ model that does not load fails where it is used, on real Ray, with the loader's 
   ``state_reason`` and its logs, the other model still serving at the same URL;
 - as an endpoint's only model: FAILED, nothing serving;
 - in batch prediction: the job FAILED with the reason.
+
+And a training pipeline whose job leaves a hostile pickle registers it without loading it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from sklearn.linear_model import LogisticRegression
 from raydeck.client import RaydeckClient
 from raydeck.core.models import Endpoint, EndpointState
 from raydeck.core.models.batch_predictions import BatchPredictionState
+from raydeck.core.models.pipelines import TrainingPipelineCreate
+from raydeck.core.models.training import TrainingState
+from tests.model_artifacts import exploit_pickle
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -108,3 +113,32 @@ def test_batch_prediction_with_a_model_that_does_not_load_fails_with_the_reason(
     done = live_client.batch_predictions.wait(job.id, timeout=300, poll=0.5)
     assert done.state is BatchPredictionState.FAILED, done
     assert LOAD_ERROR in (done.state_reason or ""), done.state_reason
+
+
+def test_pipeline_registers_a_hostile_model_without_loading_it(
+    live_client: RaydeckClient, cluster: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "owned-by-pipeline"
+    payload = exploit_pickle(marker).hex()
+    script = (
+        "import os; d = os.environ['AIP_MODEL_DIR']; os.makedirs(d, exist_ok=True); "
+        f"open(os.path.join(d, 'model.pkl'), 'wb').write(bytes.fromhex('{payload}'))"
+    )
+    request = TrainingPipelineCreate.model_validate(
+        {
+            "training_task": {
+                "custom_job": {
+                    "cluster": cluster,
+                    "base_output_dir": str(tmp_path / "out"),
+                    "worker_pool_specs": [{"command": ["python", "-c", script]}],
+                }
+            },
+            "model_to_upload": {"display_name": "pipeline-owned", "framework": "sklearn"},
+        }
+    )
+    pipeline = live_client.training_pipelines.create(request)
+    done = live_client.training_pipelines.wait(pipeline.id, timeout=300)
+    assert done.state is TrainingState.SUCCEEDED, done.state_reason
+    assert done.model_version == "pipeline-owned@1"
+    time.sleep(3)
+    assert not marker.exists(), "the control plane ran the pipeline's model"
