@@ -4,6 +4,7 @@ The server never loads a model; these checks are all it does with the files."""
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import pickle
@@ -20,7 +21,9 @@ import torch
 import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
 
-from raydeck.server.services.model_artifacts import first_global
+import raydeck
+from raydeck.runtime.predictors import available_frameworks, predictor_class
+from raydeck.server.services.model_artifacts import first_global, model_files
 from tests.conftest import Api
 from tests.model_artifacts import exploit_pickle
 
@@ -286,3 +289,39 @@ def test_first_global_reads_a_pickle_without_running_it(tmp_path: Path) -> None:
     assert first_global(b"\x80\x04garbage") is None
     assert first_global(pickle.dumps([1, 2, 3])) is None
     assert not marker.exists()
+
+
+def test_layouts_match_what_the_predictors_read() -> None:
+    for framework in available_frameworks():
+        assert model_files(framework) == predictor_class(framework).artifact_files, framework
+
+
+# What would let the control plane run an uploaded artifact's code, were it called on one.
+_LOADERS = {"pickle", "joblib", "torch", "cloudpickle", "dill", "runpy", "marshal", "shelve"}
+_LOADER_CALLS = {"load_predictor", "load_pickled", "import_module", "exec_module", "exec", "eval"}
+
+
+def test_the_server_has_no_way_to_load_an_artifact() -> None:
+    """No module of the control plane (server, core, db) imports a deserializer or calls a
+    loader: a later change that validates by loading fails here, not in a security review."""
+    package = Path(raydeck.__file__).parent
+    found: list[str] = []
+    for directory in ("server", "core", "db"):
+        for path in sorted((package / directory).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                names: list[str] = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name.split(".")[0] for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module.split(".")[0]]
+                    names += [a.name for a in node.names if a.name in _LOADER_CALLS]
+                elif isinstance(node, ast.Name | ast.Attribute):
+                    name = node.id if isinstance(node, ast.Name) else node.attr
+                    names = [name] if name in _LOADER_CALLS else []
+                found += [
+                    f"{path.relative_to(package)}:{node.lineno} {name}"  # type: ignore[attr-defined]
+                    for name in names
+                    if name in _LOADERS | _LOADER_CALLS
+                ]
+    assert found == []

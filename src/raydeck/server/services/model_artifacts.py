@@ -244,9 +244,7 @@ def _check_pickled_model(path: Path, framework: str, head: bytes, field: str) ->
     found = first_global(head) if package is not None else None
     if package is None or found is None or found.split(".")[0] == package[0]:
         return
-    raise InvalidArgumentError(
-        f"{path.name} holds a {found}, not {package[1]} model", field=field
-    )
+    raise InvalidArgumentError(f"{path.name} holds a {found}, not {package[1]} model", field=field)
 
 
 def _check_pickle(
