@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from raydeck.core.errors import RaydeckError
 from raydeck.core.models import ClusterState, EndpointState
 from raydeck.core.models.operations import LogResourceKind, LogSeverity
 from raydeck.db.models import ClusterRow, EndpointRow
 from raydeck.server.reconcilers.loop import ReconcileLoop
-from raydeck.server.services.endpoints import drop_failed_models
+from raydeck.server.services.endpoints import without_failed_models
 from raydeck.server.services.jobs import ClusterTarget
 from raydeck.server.services.logs import LogLine, store_lines
 from raydeck.server.state import ServerState
@@ -211,21 +211,28 @@ class EndpointReconciler:
     ) -> _ClusterPlan:
         with self.state.db.session() as session:
             for endpoint in plan.endpoints:
-                row = session.get(EndpointRow, endpoint.id)
                 errors = failures.get(endpoint.id)
-                if not errors or row is None or row.generation != endpoint.generation:
+                if not errors:
                     continue
-                reason = drop_failed_models(row, errors)
-                log.warning("endpoint %s: %s", row.id, reason)
+                spec, reason = without_failed_models(endpoint.spec, errors)
+                changed = session.execute(
+                    update(EndpointRow)
+                    .where(_unchanged(endpoint))
+                    .values(spec=spec, generation=endpoint.generation + 1, state_reason=reason)
+                )
+                if not getattr(changed, "rowcount", 0):
+                    continue  # changed meanwhile: the next pass deploys what it now says
+                log.warning("endpoint %s: %s", endpoint.id, reason)
+                name = session.scalar(select(EndpointRow.name).where(EndpointRow.id == endpoint.id))
                 now = self.state.clock()
                 store_lines(
                     session,
                     [
                         LogLine(
-                            row.project,
+                            endpoint.project,
                             LogResourceKind.ENDPOINT,
-                            row.id,
-                            row.name,
+                            endpoint.id,
+                            name or endpoint.id,
                             "deploy",
                             now,
                             f"deployed model {model_id} failed to load on the cluster and was "
@@ -240,8 +247,10 @@ class EndpointReconciler:
     def _record(
         self, plan: _ClusterPlan, statuses: dict[str, dict[str, Any]], failure: str | None
     ) -> None:
+        """Each endpoint's outcome, written only if its generation is still the one deployed
+        (a guarded UPDATE: an API change committed meanwhile is never overwritten)."""
         port = plan.serve_port
-        host = self.state.settings.ray_bind_host
+        url_base = f"http://{self.state.settings.ray_bind_host}:{port}"
         with self.state.db.session() as session:
             for endpoint in plan.endpoints:
                 row = session.get(EndpointRow, endpoint.id)
@@ -249,23 +258,33 @@ class EndpointReconciler:
                     continue  # changed while we deployed: the next pass handles it
                 if row.state == EndpointState.DELETING.value:
                     if failure is None or plan.target is None:
-                        session.execute(delete(EndpointRow).where(EndpointRow.id == row.id))
+                        session.execute(delete(EndpointRow).where(_unchanged(endpoint)))
                     continue
                 if row.state not in _PENDING:
                     continue
                 status = statuses.get(row.id, {})
                 rolled_back = row.state_reason  # set while pending only by a rollback
+                state, reason, url = EndpointState.FAILED.value, failure, row.predict_url
                 if failure is not None:
-                    row.state, row.state_reason = EndpointState.FAILED.value, failure
+                    pass
                 elif not row.spec["deployed_models"]:
-                    row.state, row.state_reason, row.predict_url = "READY", None, None
+                    state, reason, url = EndpointState.READY.value, None, None
                 elif status.get("status") == "RUNNING":
-                    row.state, row.state_reason = EndpointState.READY.value, None
-                    row.predict_url = f"http://{host}:{port}{route_prefix(row.id)}"
+                    state, reason = EndpointState.READY.value, None
+                    url = f"{url_base}{route_prefix(row.id)}"
                 else:
-                    row.state = EndpointState.FAILED.value
                     message = str(status.get("message") or status.get("status") or "timed out")
-                    row.state_reason = message.strip().splitlines()[-1][:1000]
-                if rolled_back and row.state == EndpointState.READY.value:
+                    reason = message.strip().splitlines()[-1][:1000]
+                if rolled_back and state == EndpointState.READY.value:
                     # The others serve (predict_url stays); the deploy itself failed.
-                    row.state, row.state_reason = EndpointState.FAILED.value, rolled_back
+                    state, reason = EndpointState.FAILED.value, rolled_back
+                session.execute(
+                    update(EndpointRow)
+                    .where(_unchanged(endpoint))
+                    .values(state=state, state_reason=reason, predict_url=url)
+                )
+
+
+def _unchanged(endpoint: _EndpointPlan) -> Any:
+    """The row as planned: same id, same generation."""
+    return (EndpointRow.id == endpoint.id) & (EndpointRow.generation == endpoint.generation)
