@@ -15,6 +15,9 @@
 | RAYDECK_AUTOSCALE_IDLE_SECONDS | 60 | idle time before an autoscaled replica is removed |
 | RAYDECK_AUTOSCALE_INTERVAL | 2.0 | seconds between autoscaler passes |
 | RAYDECK_ARTIFACT_STORE | $RAYDECK_HOME/artifacts | registry artifacts: path or fsspec URI |
+| RAYDECK_MODEL_ARTIFACT_MAX_FILES | 1000 | most files one uploaded model artifact may hold |
+| RAYDECK_MODEL_ARTIFACT_MAX_BYTES | 5368709120 | most bytes one model artifact may hold (5 GiB) |
+| RAYDECK_MODEL_SOURCE_MAX_BYTES | 1048576 | largest custom predictor module/manifest checked |
 | RAYDECK_PRICE_CATALOG | built-in default | YAML price catalog (format: services/pricing.py) |
 | RAYDECK_BILLING_INTERVAL | 10.0 | seconds between cost accrual / budget passes |
 | RAYDECK_LOG_COLLECT_INTERVAL | 2.0 | seconds between log collector passes |
@@ -57,6 +60,9 @@ class Settings(BaseSettings):
     autoscale_idle_seconds: float = 60.0
     default_backend: str = "local"
     artifact_store: str | None = None
+    model_artifact_max_files: int = Field(default=1000, ge=1)
+    model_artifact_max_bytes: int = Field(default=5 * 1024**3, ge=1)
+    model_source_max_bytes: int = Field(default=1024**2, ge=1)
     price_catalog: Path | None = None
     billing_interval: float = 10.0
     log_collect_interval: float = 2.0

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.settings import Settings
@@ -28,6 +28,7 @@ from raydeck.runtime.artifacts import (
     put_tree,
     remove_tree,
 )
+from raydeck.server.services.model_artifacts import ArtifactLimits, TarLimiter
 
 __all__ = ["ArtifactStore"]
 
@@ -41,13 +42,15 @@ def _is_tarball(name: str) -> bool:
 
 
 class ArtifactStore:
-    def __init__(self, root: str, staging_root: Path) -> None:
+    def __init__(self, root: str, staging_root: Path, limits: ArtifactLimits | None = None) -> None:
         self.root = root.rstrip("/")
         self.staging_root = staging_root
+        self.limits = limits or ArtifactLimits()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArtifactStore:
-        return cls(settings.artifact_root, settings.home / "artifacts" / ".staging")
+        limits = ArtifactLimits.from_settings(settings)
+        return cls(settings.artifact_root, settings.home / "artifacts" / ".staging", limits)
 
     def model_uri(self, model_id: str) -> str:
         return f"{self.root}/models/{model_id}"
@@ -94,8 +97,8 @@ class ArtifactStore:
                 "to send a local directory, upload it (the SDK and CLI do this for you)",
                 field="artifact_uri",
             )
-        if path.is_dir():
-            shutil.copytree(path, dest, dirs_exist_ok=True)
+        if path.is_dir():  # links stay links: the artifact checks refuse those leaving it
+            shutil.copytree(path, dest, symlinks=True, dirs_exist_ok=True)
         elif path.is_file() and _is_tarball(path.name):
             with path.open("rb") as handle:
                 self.stage_tarball(handle, dest, field="artifact_uri")
@@ -109,8 +112,12 @@ class ArtifactStore:
     def stage_tarball(self, archive: IO[bytes], dest: Path, *, field: str = "artifact") -> None:
         try:
             with tarfile.open(fileobj=archive, mode="r:*") as tar:
-                # The "data" filter refuses absolute paths, '..' and links leaving dest.
-                tar.extractall(dest, filter="data")
+                # Every member is checked (paths, links, kinds, caps) before one is written;
+                # where Python has tarfile's "data" filter, it applies as well.
+                limiter = TarLimiter(self.limits, field)
+                members = [limiter.check(member, dest) for member in tar]
+                safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(dest, members=members, **safe)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise InvalidArgumentError(
                 f"{field} is not a readable .tar.gz archive: {exc}", field=field

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from raydeck.core.errors import (
     AlreadyExistsError,
@@ -48,6 +49,7 @@ __all__ = [
     "to_model",
     "undeploy_model",
     "update_endpoint",
+    "without_failed_models",
 ]
 
 
@@ -163,6 +165,9 @@ def _mark_changed(row: EndpointRow, spec: dict[str, Any]) -> None:
     row.state_reason = None
     if row.state != EndpointState.CREATING.value:
         row.state = EndpointState.UPDATING.value
+    # Written even when unchanged: the reconciler may have recorded READY since this row was
+    # read, and the new generation must be pending whatever it wrote.
+    flag_modified(row, "state")
 
 
 def _require_changeable(row: EndpointRow) -> None:
@@ -223,6 +228,28 @@ def undeploy_model(
         split = rebalance(split, None, None)
     _mark_changed(row, {**row.spec, "deployed_models": remaining, "traffic_split": split})
     return to_model(row)
+
+
+def without_failed_models(
+    spec: dict[str, Any], errors: dict[str, str]
+) -> tuple[dict[str, Any], str]:
+    """Roll back deployed models that failed to load on the cluster (``errors``: deployed
+    model id → the load error): (the spec without them, the reason). The others keep their
+    share of traffic and keep serving; the endpoint reconciler stores the spec with a new
+    generation and the reason in ``state_reason`` (pending), and records the endpoint FAILED
+    with it once the rest is deployed."""
+    models = spec["deployed_models"]
+    failed = [m for m in models if m["id"] in errors]
+    remaining = [m for m in models if m["id"] not in errors]
+    split = {k: v for k, v in spec["traffic_split"].items() if k not in errors}
+    if remaining and sum(split.values()) != 100:
+        split = rebalance(split, None, None)
+    reason = "; ".join(
+        f"deployed model {m['id']} ({m['model']}@{m['version_id']}) failed to load on the "
+        f"cluster and was undeployed: {errors[m['id']]}"
+        for m in failed
+    )
+    return {**spec, "deployed_models": remaining, "traffic_split": split}, reason[:2000]
 
 
 def _check_split(split: dict[str, int], deployed: set[str]) -> None:
