@@ -56,6 +56,8 @@ def default_backends(settings: Settings) -> dict[str, ClusterBackend]:
             settings.clusters_dir,
             bind_host=settings.ray_bind_host,
             port_range=(settings.port_range_start, settings.port_range_end),
+            max_workers=settings.local_max_workers,
+            cpu_oversubscription=settings.local_cpu_oversubscription,
         )
     }
 

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from raydeck.backends.ray_api import RayJobInfo
 from raydeck.core.errors import AlreadyExistsError, NotFoundError, RaydeckError, UnavailableError
 from raydeck.core.models import JobSubmit
+from raydeck.core.models.limits import stored_data
 from raydeck.core.models.training import CustomJobSpec, TrainingState
 from raydeck.db.models import ClusterRow, TrainingJobRow, utcnow
 from raydeck.runtime.training.spec import RunSpec
@@ -74,7 +75,10 @@ def _submission_id(job_id: str, kind: str, attempt: int) -> str:
 
 
 def _job_spec(kind: str, spec: dict[str, Any]) -> CustomJobSpec:
-    return CustomJobSpec.model_validate(spec["job_spec" if kind == "custom" else "trial_job_spec"])
+    with stored_data():
+        return CustomJobSpec.model_validate(
+            spec["job_spec" if kind == "custom" else "trial_job_spec"]
+        )
 
 
 class TrainingReconciler:

@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from raydeck.core.ids import new_id
 from raydeck.core.models import Page
+from raydeck.core.models.limits import stored_data
 from raydeck.core.models.training import (
     CustomJob,
     CustomJobCreate,
@@ -38,7 +39,8 @@ def replicas_of(spec: CustomJobSpec, output_dir: str) -> list[ReplicaSpec]:
 
 
 def to_model(row: TrainingJobRow) -> CustomJob:
-    job_spec = CustomJobSpec.model_validate(row.spec["job_spec"])
+    with stored_data():
+        job_spec = CustomJobSpec.model_validate(row.spec["job_spec"])
     output_dir = row.spec["base_output_dir"]
     return CustomJob(
         id=row.id,
