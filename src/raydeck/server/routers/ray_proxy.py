@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import re
-from typing import Annotated
 
 import httpx
 import websockets
@@ -152,7 +151,7 @@ def _register(method: str, path: str, permission: str) -> None:
         cluster: str,
         request: Request,
         state: State,
-        caller: Annotated[Principal, Depends(require(permission))],
+        caller: Principal = Depends(require(permission)),
     ) -> Response:
         return await ray_api_proxy(cluster, request, state, caller)
 

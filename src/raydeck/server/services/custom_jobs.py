@@ -72,6 +72,7 @@ def create_custom_job(
     *,
     project: str,
     pipeline_id: str | None = None,
+    submitter: str | None = None,
 ) -> CustomJob:
     """In ``project``, on a cluster of that project (or an ephemeral one made there)."""
     job_id = new_id("cj")
@@ -83,7 +84,11 @@ def create_custom_job(
         project=project,
         display_name=request.display_name or job_id,
         state=TrainingState.QUEUED.value,
-        spec={"job_spec": spec.model_dump(mode="json"), "base_output_dir": output_dir},
+        spec={
+            "job_spec": spec.model_dump(mode="json"),
+            "base_output_dir": output_dir,
+            "submitted_by": submitter,  # whom the job's token acts for
+        },
         labels=dict(request.labels),
         attempt=0,
         pipeline_id=pipeline_id,
