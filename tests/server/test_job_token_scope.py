@@ -52,4 +52,7 @@ def test_a_job_token_never_exceeds_its_submitters_role(static_api: Api) -> None:
     assert api.http.get("/api/v1/tokens", headers=job).status_code == 403
     other = {**job, "X-Raydeck-Project": "other"}
     assert api.http.get("/api/v1/models", headers=other).status_code == 403
-    assert api.http.get("/api/v1/models", headers={**mine, "X-Raydeck-Project": "other"}).status_code == 200
+    assert (
+        api.http.get("/api/v1/models", headers={**mine, "X-Raydeck-Project": "other"}).status_code
+        == 200
+    )
