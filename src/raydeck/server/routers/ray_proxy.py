@@ -12,6 +12,7 @@ Raydeck submits) to whoever may read jobs, so they are redacted on the way out.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import re
@@ -152,9 +153,17 @@ def _register(method: str, path: str, permission: str) -> None:
         request: Request,
         state: State,
         caller: Principal = Depends(require(permission)),
+        **_path: str,  # the route's own path parameters, declared below for OpenAPI
     ) -> Response:
         return await ray_api_proxy(cluster, request, state, caller)
 
+    signature = inspect.signature(relay)
+    declared = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    declared += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str)
+        for name in re.findall(r"\{(\w+)\}", path)
+    ]
+    relay.__signature__ = signature.replace(parameters=declared)  # type: ignore[attr-defined]
     name = "ray_" + re.sub(r"[^a-z]+", "_", f"{method} {path}".lower()).strip("_")
     router.add_api_route(path, relay, methods=[method], name=name, operation_id=name)
 
