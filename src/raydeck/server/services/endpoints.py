@@ -32,12 +32,14 @@ from raydeck.core.models import (
     EndpointUpdate,
     Page,
 )
+from raydeck.core.models.limits import cap_value
 from raydeck.db.models import EndpointRow, utcnow
 from raydeck.server.services.clusters import get_cluster_row
 from raydeck.server.services.models import resolve_version
 from raydeck.server.services.paging import fetch_page
 
 __all__ = [
+    "check_relay_body",
     "create_endpoint",
     "delete_endpoint",
     "deploy_model",
@@ -292,6 +294,21 @@ def delete_endpoint(session: Session, ref: str, project: str = "default") -> End
         row.state = EndpointState.DELETING.value
         row.generation += 1
     return to_model(row)
+
+
+def check_relay_body(action: str, body: Any) -> None:
+    """A relayed predict/explain holds at most RAYDECK_MAX_PREDICT_INSTANCES instances
+    (rawPredict bodies are the model's own: only the byte limit applies)."""
+    if action == "rawPredict" or not isinstance(body, dict):
+        return
+    instances = body.get("instances")
+    cap = cap_value("max_predict_instances")
+    if isinstance(instances, list) and len(instances) > cap:
+        raise InvalidArgumentError(
+            f"instances: at most {cap} items allowed (RAYDECK_MAX_PREDICT_INSTANCES), "
+            f"got {len(instances)}",
+            field="instances",
+        )
 
 
 def scale_to_minimum(row: EndpointRow) -> bool:
