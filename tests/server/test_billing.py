@@ -163,7 +163,7 @@ def test_interval_cost_is_split_between_running_jobs_and_endpoints(static_api: A
                     "worker_pools": [],
                     "nodes": [{"name": "head", "pool": "head", "alive": True}],
                 },
-                ray_auth_token="t",
+                ray_auth_token_ciphertext="(not read here)",
             )
         )
         for job_id in ("job-a", "job-b"):

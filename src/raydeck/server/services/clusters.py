@@ -28,18 +28,22 @@ from raydeck.core.models import (
     WorkerPoolSpec,
     WorkerPoolStatus,
 )
+from raydeck.core.settings import Settings
 from raydeck.db.models import ClusterRow
+from raydeck.server.secret_box import secret_box
 from raydeck.server.services.budgets import check_budget_allows
 from raydeck.server.services.paging import fetch_page
 
 __all__ = [
     "ACTIVE_STATES",
     "backend_spec",
+    "cluster_credentials",
     "create_cluster",
     "delete_cluster",
     "get_cluster",
     "get_cluster_row",
     "list_clusters",
+    "ray_token",
     "to_model",
     "update_cluster",
 ]
@@ -79,7 +83,24 @@ def to_model(row: ClusterRow) -> Cluster:
     )
 
 
-def backend_spec(row: ClusterRow) -> ClusterSpec:
+def ray_token(settings: Settings, row: ClusterRow) -> str:
+    """The cluster's Ray auth token (stored encrypted with the server's secret key)."""
+    return secret_box(settings.secret_key_path).decrypt(row.ray_auth_token_ciphertext)
+
+
+def cluster_credentials(
+    session: Session, settings: Settings, name: str, project: str
+) -> dict[str, str | None]:
+    """What a Ray client needs to connect: address plus the cluster's Ray auth token."""
+    row = get_cluster_row(session, name, project)
+    return {
+        "ray_client_address": row.ray_client_address,
+        "ray_auth_token": ray_token(settings, row),
+        "dashboard_url": row.dashboard_url,
+    }
+
+
+def backend_spec(row: ClusterRow, settings: Settings) -> ClusterSpec:
     """What the backend must make real for this row."""
     head = HeadNodeSpec.model_validate(row.spec["head"])
     pools = [WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]]
@@ -105,7 +126,7 @@ def backend_spec(row: ClusterRow) -> ClusterSpec:
             )
             for p in pools
         ),
-        ray_auth_token=row.ray_auth_token,
+        ray_auth_token=ray_token(settings, row),
         env={k: str(v) for k, v in (row.spec.get("runtime_env") or {}).get("env_vars", {}).items()},
     )
 
@@ -129,6 +150,7 @@ def create_cluster(
     *,
     backend: str,
     ray_version: str,
+    settings: Settings,
     project: str = "default",
 ) -> Cluster:
     check_budget_allows(session, project, "creating clusters")
@@ -158,7 +180,9 @@ def create_cluster(
         ray_version=ray_version,
         spec=spec,
         labels=dict(request.labels),
-        ray_auth_token=secrets.token_hex(32),
+        ray_auth_token_ciphertext=secret_box(settings.secret_key_path).encrypt(
+            secrets.token_hex(32)
+        ),
     )
     session.add(row)
     try:

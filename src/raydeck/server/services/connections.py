@@ -7,7 +7,6 @@ warehouse answers.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from raydeck.core.models.warehouse import (
 from raydeck.core.settings import Settings
 from raydeck.db.models import ConnectionRow
 from raydeck.db.session import Database
-from raydeck.server.secret_box import SecretBox
+from raydeck.server.secret_box import secret_box
 from raydeck.server.services.paging import fetch_page
 
 if TYPE_CHECKING:
@@ -66,11 +65,6 @@ _CONFIG_FIELDS = (
     "api_endpoint",
     "secret_env",
 )
-
-
-@lru_cache(maxsize=4)
-def secret_box(key_path: Path) -> SecretBox:
-    return SecretBox.from_key_file(key_path)
 
 
 def to_model(row: ConnectionRow) -> Connection:

@@ -114,7 +114,12 @@ def place_run(
     backend = state.settings.default_backend
     state.backend(backend)
     created = cluster_service.create_cluster(
-        session, request, backend=backend, ray_version=RAY_VERSION, project=row.project
+        session,
+        request,
+        backend=backend,
+        ray_version=RAY_VERSION,
+        settings=state.settings,
+        project=row.project,
     )
     row.cluster_id, row.cluster_name, row.ephemeral_cluster = created.id, created.name, True
 
