@@ -62,7 +62,12 @@ class ClusterReconciler:
             if row is None:
                 return None
             prefer_remove = list(row.spec.get("prefer_remove", []))
-            return backend_spec(row, self.state.settings), row.backend, row.generation, prefer_remove
+            return (
+                backend_spec(row, self.state.settings),
+                row.backend,
+                row.generation,
+                prefer_remove,
+            )
 
     async def _apply(self, cluster_id: str) -> None:
         snapshot = await asyncio.to_thread(self._snapshot, cluster_id)
