@@ -3,6 +3,9 @@ path, an fsspec URI or an uploaded .tar.gz), then move it to its final place in 
 
 Staging lives under ``RAYDECK_HOME`` so that, for the default local store, the final step is
 a rename; a failed request leaves nothing behind but an emptied staging directory.
+
+A store made for a user's request (``user_project``) reads only sources that project may
+name (``uri_policy``: its own area or admin-allowlisted roots, public http(s) addresses).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from raydeck.runtime.artifacts import (
     put_tree,
     remove_tree,
 )
+from raydeck.server.services import uri_policy
 
 __all__ = ["ArtifactStore"]
 
@@ -41,13 +45,28 @@ def _is_tarball(name: str) -> bool:
 
 
 class ArtifactStore:
-    def __init__(self, root: str, staging_root: Path) -> None:
+    def __init__(
+        self,
+        root: str,
+        staging_root: Path,
+        *,
+        settings: Settings | None = None,
+        user_project: str | None = None,
+    ) -> None:
         self.root = root.rstrip("/")
         self.staging_root = staging_root
+        self.settings, self.user_project = settings, user_project
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ArtifactStore:
-        return cls(settings.artifact_root, settings.home / "artifacts" / ".staging")
+    def from_settings(cls, settings: Settings, *, user_project: str | None) -> ArtifactStore:
+        """``user_project``: the project of the user naming sources (checked with
+        ``uri_policy``); None only for sources the server made itself (pipeline outputs)."""
+        return cls(
+            settings.artifact_root,
+            settings.home / "artifacts" / ".staging",
+            settings=settings,
+            user_project=user_project,
+        )
 
     def model_uri(self, model_id: str) -> str:
         return f"{self.root}/models/{model_id}"
@@ -66,6 +85,13 @@ class ArtifactStore:
 
     def stage_uri(self, uri: str, dest: Path) -> None:
         """Copy the directory (or .tar.gz) at ``uri`` into ``dest``; 400 naming artifact_uri."""
+        if self.settings is not None and self.user_project is not None:
+            uri = uri_policy.check_location(
+                self.settings, self.user_project, uri, field="artifact_uri"
+            )
+            if uri.split("://", 1)[0].lower() in ("http", "https"):
+                self._stage_url(self.settings, uri, dest)
+                return
         if is_local(uri):
             self._stage_local(local_path(uri), uri, dest)
             return
@@ -86,6 +112,13 @@ class ArtifactStore:
             raise InvalidArgumentError(
                 f"cannot read artifact_uri {uri!r}: {exc}", field="artifact_uri"
             ) from exc
+
+    def _stage_url(self, settings: Settings, url: str, dest: Path) -> None:
+        """An http(s) artifact is a .tar.gz, fetched from the address the policy checked."""
+        with tempfile.TemporaryFile(dir=self.staging_root) as archive:
+            uri_policy.fetch_url(settings, url, archive, field="artifact_uri")
+            archive.seek(0)
+            self.stage_tarball(archive, dest, field="artifact_uri")
 
     def _stage_local(self, path: Path, uri: str, dest: Path) -> None:
         if not path.is_absolute():
@@ -109,8 +142,7 @@ class ArtifactStore:
     def stage_tarball(self, archive: IO[bytes], dest: Path, *, field: str = "artifact") -> None:
         try:
             with tarfile.open(fileobj=archive, mode="r:*") as tar:
-                # The "data" filter refuses absolute paths, '..' and links leaving dest.
-                tar.extractall(dest, filter="data")
+                _extract_data(tar, dest)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise InvalidArgumentError(
                 f"{field} is not a readable .tar.gz archive: {exc}", field=field
@@ -148,6 +180,30 @@ class ArtifactStore:
             parent = local_path(uri).parent
             if parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
+
+
+def _extract_data(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract with Python's "data" filter (refuses absolute paths, '..', links leaving
+    ``dest``, devices); on a Python without it (Debian's 3.11.2) the same checks by hand."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = os.path.realpath(dest)
+    members = tar.getmembers()
+    for member in members:
+        if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            raise tarfile.TarError(f"{member.name!r} is not a regular file or directory")
+        target = os.path.realpath(os.path.join(root, member.name))
+        if Path(member.name).is_absolute() or not (target + "/").startswith(root + "/"):
+            raise tarfile.TarError(f"{member.name!r} would be outside the destination")
+        if member.issym() or member.islnk():
+            base = os.path.dirname(target) if member.issym() else root
+            linked = os.path.realpath(os.path.join(base, member.linkname))
+            if Path(member.linkname).is_absolute() or not (linked + "/").startswith(root + "/"):
+                raise tarfile.TarError(f"link {member.name!r} points outside the destination")
+        owner = 0o700 if member.isdir() else 0o600
+        member.mode = (member.mode | owner) & 0o755  # no setuid/setgid; the owner may read
+    tar.extractall(dest, members=members)
 
 
 def _not_a_directory(uri: str) -> InvalidArgumentError:
