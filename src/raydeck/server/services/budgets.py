@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,6 +16,7 @@ from raydeck.server.services.billing import spent_since
 
 __all__ = [
     "check_budget_allows",
+    "masked_webhook",
     "delete_budget",
     "get_budget",
     "list_budget_rows",
@@ -23,13 +25,22 @@ __all__ = [
 ]
 
 
+def masked_webhook(url: str | None) -> str | None:
+    """Only scheme and host: a webhook URL's path and query are often its secret, and a
+    budget is readable by everyone with ``budgets.get``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
+
+
 def to_model(session: Session, row: BudgetRow, currency: str) -> Budget:
     return Budget(
         project=row.project,
         currency=currency,
         alert_amount=row.alert_amount,
         limit_amount=row.limit_amount,
-        webhook_url=row.webhook_url,
+        webhook_url=masked_webhook(row.webhook_url),
         since=row.since,
         spent=round(spent_since(session, row.project, row.since), 6),
         alerted_at=row.alerted_at,
