@@ -278,13 +278,21 @@ def fetch_url(
 # Connections ------------------------------------------------------------------------------
 
 
+def _addresses(host: str | None) -> set[str]:
+    try:
+        return {str(i[4][0]) for i in socket.getaddrinfo(host or "localhost", None)}
+    except (OSError, UnicodeError):
+        return {host or "localhost"}
+
+
 def _same_database(a: URL, b: URL) -> bool:
-    return (a.get_backend_name(), a.host, a.port or 0, a.database) == (
-        b.get_backend_name(),
-        b.host,
-        b.port or 0,
-        b.database,
-    )
+    """Could ``a`` be the database ``b`` (the control plane's)? Ports count only when both
+    URLs give one; hosts match by name or by any shared address."""
+    if (a.get_backend_name(), a.database) != (b.get_backend_name(), b.database):
+        return False
+    if a.port is not None and b.port is not None and a.port != b.port:
+        return False
+    return a.host == b.host or bool(_addresses(a.host) & _addresses(b.host))
 
 
 def _check_sql_url(settings: Settings, project: str, text: str, *, opening: bool) -> str:
