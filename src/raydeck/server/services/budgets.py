@@ -16,10 +16,10 @@ from raydeck.server.services.billing import spent_since
 
 __all__ = [
     "check_budget_allows",
-    "masked_webhook",
     "delete_budget",
     "get_budget",
     "list_budget_rows",
+    "masked_webhook",
     "set_budget",
     "to_model",
 ]
