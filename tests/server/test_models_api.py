@@ -30,6 +30,13 @@ from tests.conftest import Api
 X, Y = make_classification(n_samples=60, n_features=4, random_state=0)
 
 
+@pytest.fixture(autouse=True)
+def _sources_under_tmp_path_allowed(static_api: Api, tmp_path: Path) -> None:
+    """These tests upload from directories under tmp_path (the server's home is in there
+    too, and stays refused): an admin's RAYDECK_ALLOWED_ROOTS."""
+    static_api.settings.allowed_roots = f"{tmp_path},memory://src"
+
+
 def _sklearn_dir(root: Path, name: str = "sk", c: float = 1.0) -> Path:
     directory = root / name
     directory.mkdir(parents=True)

@@ -25,6 +25,8 @@
 | RAYDECK_LOG_RETENTION_MAX_BYTES | 268435456 | oldest log records go first above this much text |
 | RAYDECK_SECRET_KEY_FILE | $RAYDECK_HOME/secret.key | key encrypting stored connection secrets |
 | RAYDECK_WAREHOUSE_DIR | $RAYDECK_HOME/warehouse | where `duckdb` connections keep their files |
+| RAYDECK_ALLOWED_ROOTS | (none) | more roots users may name (below), comma-separated |
+| RAYDECK_ALLOWED_PRIVATE_NETWORKS | (none) | private addresses user URLs may reach (below) |
 | RAYDECK_MLFLOW_TRACKING_URI | (none) | MLflow server that jobs and trials are mirrored to |
 | RAYDECK_MLFLOW_TRACKING_TOKEN | (none) | bearer token sent to that server, if it wants one |
 | RAYDECK_MLFLOW_SYNC_INTERVAL | 5.0 | seconds between mirroring passes |
@@ -50,6 +52,18 @@
 | RAYDECK_LOCAL_MAX_WORKERS | 64 | worker replicas of one local-backend cluster (all pools) |
 | RAYDECK_LOCAL_CPU_OVERSUBSCRIPTION | 4.0 | local node: at most this × the machine's cores |
 | RAYDECK_AUDIT_ANONYMOUS_WINDOW | 60 | one audit row per source/action of anonymous writes |
+
+What users may make the server open (``server/services/uri_policy.py``): local paths inside
+their project's warehouse directory (``$RAYDECK_WAREHOUSE_DIR``, ``projects/<project>/``
+under it outside ``default``) and under the directories listed in ``RAYDECK_ALLOWED_ROOTS``
+(which may also list URI prefixes such as ``s3://bucket/raydeck``: other URIs than http(s)
+are refused without one), never anything inside ``RAYDECK_HOME`` or the server's database,
+key and artifact store. That covers duckdb paths, files roots and sqlite/duckdb URLs of
+connections, model ``artifact_uri``, batch prediction input/output and ``base_output_dir``.
+URLs the server connects to for users (sql hosts, BigQuery ``api_endpoint``, http(s)
+artifacts, endpoints in storage options) must resolve to public addresses only, unless listed
+in ``RAYDECK_ALLOWED_PRIVATE_NETWORKS``: CIDRs, addresses or host names, ``*`` for all (e.g.
+``127.0.0.1/32`` for a Postgres on this host).
 """
 
 from __future__ import annotations
@@ -92,6 +106,8 @@ class Settings(BaseSettings):
     log_retention_max_bytes: int = 256 * 1024**2
     secret_key_file: Path | None = None
     warehouse_dir: Path | None = None
+    allowed_roots: str = ""
+    allowed_private_networks: str = ""
     mlflow_tracking_uri: str | None = None
     mlflow_tracking_token: str | None = None
     mlflow_sync_interval: float = 5.0

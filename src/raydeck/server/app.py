@@ -45,6 +45,7 @@ from raydeck.server.routers import (
     training_pipelines,
     tuning_jobs,
 )
+from raydeck.server.secret_box import secret_box
 from raydeck.server.services.pricing import load_catalog
 from raydeck.server.state import ServerState
 
@@ -74,7 +75,7 @@ def create_app(
     settings = settings or get_settings()
     catalog = load_catalog(settings.price_catalog)
     db = Database(settings.db_url)
-    db.migrate()
+    db.migrate(secret_box(settings.secret_key_path))  # 0009 encrypts stored Ray tokens
     state = ServerState(
         settings=settings,
         db=db,

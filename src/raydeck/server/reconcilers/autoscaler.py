@@ -21,6 +21,7 @@ from raydeck.server.reconcilers.autoscaling_policy import (
     plan_scaling,
 )
 from raydeck.server.reconcilers.loop import ReconcileLoop
+from raydeck.server.services.clusters import ray_token
 from raydeck.server.state import ServerState
 
 __all__ = ["Autoscaler"]
@@ -69,7 +70,12 @@ class Autoscaler:
                 }
                 targets.append(
                     _Target(
-                        row.id, row.generation, row.dashboard_url, row.ray_auth_token, pools, names
+                        row.id,
+                        row.generation,
+                        row.dashboard_url,
+                        ray_token(self.state.settings, row),
+                        pools,
+                        names,
                     )
                 )
         return targets

@@ -33,7 +33,7 @@ from raydeck.server.reconcilers.loop import ReconcileLoop
 from raydeck.server.services import job_tokens
 from raydeck.server.services import jobs as job_service
 from raydeck.server.services.batch_predictions import LIVE_STATES, entrypoint, status_uri
-from raydeck.server.services.clusters import ACTIVE_STATES
+from raydeck.server.services.clusters import ACTIVE_STATES, ray_token
 from raydeck.server.services.jobs import ClusterTarget
 from raydeck.server.state import ServerState
 
@@ -93,7 +93,7 @@ class BatchPredictionReconciler:
                     cluster.id,
                     cluster.name,
                     cluster.dashboard_url,
-                    cluster.ray_auth_token,
+                    ray_token(self.state.settings, cluster),
                     cluster.project,
                 )
                 work.append(

@@ -64,7 +64,12 @@ class ClusterReconciler:
             if row is None:
                 return None
             prefer_remove = list(row.spec.get("prefer_remove", []))
-            return backend_spec(row), row.backend, row.generation, prefer_remove
+            return (
+                backend_spec(row, self.state.settings),
+                row.backend,
+                row.generation,
+                prefer_remove,
+            )
 
     async def _apply(self, cluster_id: str) -> None:
         snapshot = await asyncio.to_thread(self._snapshot, cluster_id)
@@ -149,7 +154,7 @@ class ClusterReconciler:
     def _teardown(self, cluster_id: str) -> tuple[ClusterSpec, str] | None:
         with self.state.db.session() as session:
             row = session.get(ClusterRow, cluster_id)
-            return None if row is None else (teardown_spec(row), row.backend)
+            return None if row is None else (teardown_spec(row, self.state.settings), row.backend)
 
     async def _delete(self, cluster_id: str) -> None:
         found = await asyncio.to_thread(self._teardown, cluster_id)

@@ -27,6 +27,7 @@ from raydeck.core.models import ClusterState, EndpointState
 from raydeck.core.models.operations import LogResourceKind, LogSeverity
 from raydeck.db.models import ClusterRow, EndpointRow
 from raydeck.server.reconcilers.loop import ReconcileLoop
+from raydeck.server.services.clusters import ray_token
 from raydeck.server.services.endpoints import without_failed_models
 from raydeck.server.services.jobs import ClusterTarget
 from raydeck.server.services.logs import LogLine, store_lines
@@ -127,7 +128,10 @@ class EndpointReconciler:
             if cluster is None or not cluster.dashboard_url:
                 return _ClusterPlan(None, cluster.state if cluster else None, None, endpoints)
             target = ClusterTarget(
-                cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token
+                cluster.id,
+                cluster.name,
+                cluster.dashboard_url,
+                ray_token(self.state.settings, cluster),
             )
             port = cluster.spec.get("serve_port")
             return _ClusterPlan(target, cluster.state, port, endpoints)

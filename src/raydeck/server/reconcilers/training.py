@@ -36,7 +36,7 @@ from raydeck.server.reconcilers.loop import ReconcileLoop
 from raydeck.server.services import job_tokens, tuning_jobs
 from raydeck.server.services import jobs as job_service
 from raydeck.server.services import training_runs as runs
-from raydeck.server.services.clusters import ACTIVE_STATES
+from raydeck.server.services.clusters import ACTIVE_STATES, ray_token
 from raydeck.server.services.jobs import ClusterTarget
 from raydeck.server.state import ServerState
 
@@ -121,7 +121,11 @@ class TrainingReconciler:
             row.state_reason = f"waiting for cluster {cluster.name!r} ({cluster.state})"
             return None
         target = ClusterTarget(  # its Ray job is recorded in the cluster's (= run's) project
-            cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token, cluster.project
+            cluster.id,
+            cluster.name,
+            cluster.dashboard_url,
+            ray_token(self.state.settings, cluster),
+            cluster.project,
         )
         timeout = _job_spec(row.kind, row.spec).scheduling.timeout_seconds
         timed_out = bool(

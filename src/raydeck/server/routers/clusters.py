@@ -29,6 +29,7 @@ def create_cluster(
         backend=backend,
         ray_version=RAY_VERSION,
         capacity=state.backend(backend),  # 400 for an unknown backend before anything is stored
+        settings=state.settings,
         project=caller.project,
     )
 
@@ -85,12 +86,8 @@ def delete_cluster(
 def cluster_credentials(
     name: str,
     session: DbSession,
+    state: State,
     caller: Annotated[Principal, Depends(require("clusters.connect"))],
 ) -> dict[str, str | None]:
     """What a Ray client needs to connect: address plus the cluster's Ray auth token."""
-    row = service.get_cluster_row(session, name, caller.project)
-    return {
-        "ray_client_address": row.ray_client_address,
-        "ray_auth_token": row.ray_auth_token,
-        "dashboard_url": row.dashboard_url,
-    }
+    return service.cluster_credentials(session, state.settings, name, caller.project)

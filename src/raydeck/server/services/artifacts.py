@@ -3,6 +3,9 @@ path, an fsspec URI or an uploaded .tar.gz), then move it to its final place in 
 
 Staging lives under ``RAYDECK_HOME`` so that, for the default local store, the final step is
 a rename; a failed request leaves nothing behind but an emptied staging directory.
+
+A store made for a user's request (``user_project``) reads only sources that project may
+name (``uri_policy``: its own area or admin-allowlisted roots, public http(s) addresses).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from raydeck.runtime.artifacts import (
     put_tree,
     remove_tree,
 )
+from raydeck.server.services import uri_policy
 from raydeck.server.services.model_artifacts import ArtifactLimits, TarLimiter
 
 __all__ = ["ArtifactStore"]
@@ -42,15 +46,31 @@ def _is_tarball(name: str) -> bool:
 
 
 class ArtifactStore:
-    def __init__(self, root: str, staging_root: Path, limits: ArtifactLimits | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        staging_root: Path,
+        limits: ArtifactLimits | None = None,
+        *,
+        settings: Settings | None = None,
+        user_project: str | None = None,
+    ) -> None:
         self.root = root.rstrip("/")
         self.staging_root = staging_root
         self.limits = limits or ArtifactLimits()
+        self.settings, self.user_project = settings, user_project
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ArtifactStore:
-        limits = ArtifactLimits.from_settings(settings)
-        return cls(settings.artifact_root, settings.home / "artifacts" / ".staging", limits)
+    def from_settings(cls, settings: Settings, *, user_project: str | None) -> ArtifactStore:
+        """``user_project``: the project of the user naming sources (checked with
+        ``uri_policy``); None only for sources the server made itself (pipeline outputs)."""
+        return cls(
+            settings.artifact_root,
+            settings.home / "artifacts" / ".staging",
+            ArtifactLimits.from_settings(settings),
+            settings=settings,
+            user_project=user_project,
+        )
 
     def model_uri(self, model_id: str) -> str:
         return f"{self.root}/models/{model_id}"
@@ -69,6 +89,13 @@ class ArtifactStore:
 
     def stage_uri(self, uri: str, dest: Path) -> None:
         """Copy the directory (or .tar.gz) at ``uri`` into ``dest``; 400 naming artifact_uri."""
+        if self.settings is not None and self.user_project is not None:
+            uri = uri_policy.check_location(
+                self.settings, self.user_project, uri, field="artifact_uri"
+            )
+            if uri.split("://", 1)[0].lower() in ("http", "https"):
+                self._stage_url(self.settings, uri, dest)
+                return
         if is_local(uri):
             self._stage_local(local_path(uri), uri, dest)
             return
@@ -89,6 +116,13 @@ class ArtifactStore:
             raise InvalidArgumentError(
                 f"cannot read artifact_uri {uri!r}: {exc}", field="artifact_uri"
             ) from exc
+
+    def _stage_url(self, settings: Settings, url: str, dest: Path) -> None:
+        """An http(s) artifact is a .tar.gz, fetched from the address the policy checked."""
+        with tempfile.TemporaryFile(dir=self.staging_root) as archive:
+            uri_policy.fetch_url(settings, url, archive, field="artifact_uri")
+            archive.seek(0)
+            self.stage_tarball(archive, dest, field="artifact_uri")
 
     def _stage_local(self, path: Path, uri: str, dest: Path) -> None:
         if not path.is_absolute():

@@ -30,7 +30,9 @@ from raydeck.core.models import (
     WorkerPoolStatus,
 )
 from raydeck.core.models.limits import stored_data
+from raydeck.core.settings import Settings
 from raydeck.db.models import ClusterRow
+from raydeck.server.secret_box import secret_box
 from raydeck.server.services.budgets import check_budget_allows
 from raydeck.server.services.paging import fetch_page
 
@@ -38,11 +40,13 @@ __all__ = [
     "ACTIVE_STATES",
     "backend_spec",
     "check_capacity",
+    "cluster_credentials",
     "create_cluster",
     "delete_cluster",
     "get_cluster",
     "get_cluster_row",
     "list_clusters",
+    "ray_token",
     "teardown_spec",
     "to_model",
     "update_cluster",
@@ -88,7 +92,24 @@ def _to_model(row: ClusterRow) -> Cluster:
     )
 
 
-def backend_spec(row: ClusterRow) -> ClusterSpec:
+def ray_token(settings: Settings, row: ClusterRow) -> str:
+    """The cluster's Ray auth token (stored encrypted with the server's secret key)."""
+    return secret_box(settings.secret_key_path).decrypt(row.ray_auth_token_ciphertext)
+
+
+def cluster_credentials(
+    session: Session, settings: Settings, name: str, project: str
+) -> dict[str, str | None]:
+    """What a Ray client needs to connect: address plus the cluster's Ray auth token."""
+    row = get_cluster_row(session, name, project)
+    return {
+        "ray_client_address": row.ray_client_address,
+        "ray_auth_token": ray_token(settings, row),
+        "dashboard_url": row.dashboard_url,
+    }
+
+
+def backend_spec(row: ClusterRow, settings: Settings) -> ClusterSpec:
     """What the backend must make real for this row."""
     with stored_data():
         head = HeadNodeSpec.model_validate(row.spec["head"])
@@ -115,12 +136,12 @@ def backend_spec(row: ClusterRow) -> ClusterSpec:
             )
             for p in pools
         ),
-        ray_auth_token=row.ray_auth_token,
+        ray_auth_token=ray_token(settings, row),
         env={k: str(v) for k, v in (row.spec.get("runtime_env") or {}).get("env_vars", {}).items()},
     )
 
 
-def teardown_spec(row: ClusterRow) -> ClusterSpec:
+def teardown_spec(row: ClusterRow, settings: Settings) -> ClusterSpec:
     """Enough to delete the cluster of any row, even one whose stored spec no longer
     validates: deleting never depends on what the cluster was meant to be."""
     return ClusterSpec(
@@ -128,7 +149,7 @@ def teardown_spec(row: ClusterRow) -> ClusterSpec:
         name=row.name,
         head=PoolSpec(name="head", replicas=1),
         worker_pools=(),
-        ray_auth_token=row.ray_auth_token,
+        ray_auth_token=ray_token(settings, row),
     )
 
 
@@ -179,6 +200,7 @@ def create_cluster(
     backend: str,
     ray_version: str,
     capacity: ClusterBackend,
+    settings: Settings,
     project: str = "default",
 ) -> Cluster:
     """``capacity``: the backend named by ``backend``, asked whether its hosts fit."""
@@ -210,7 +232,9 @@ def create_cluster(
         ray_version=ray_version,
         spec=spec,
         labels=dict(request.labels),
-        ray_auth_token=secrets.token_hex(32),
+        ray_auth_token_ciphertext=secret_box(settings.secret_key_path).encrypt(
+            secrets.token_hex(32)
+        ),
     )
     session.add(row)
     try:

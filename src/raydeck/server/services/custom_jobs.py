@@ -17,6 +17,7 @@ from raydeck.core.models.training import (
 from raydeck.db.models import TrainingJobRow
 from raydeck.runtime.training.spec import replica_name
 from raydeck.server.services import training_runs as runs
+from raydeck.server.services import uri_policy
 from raydeck.server.state import ServerState
 
 __all__ = ["create_custom_job", "get_custom_job", "list_custom_jobs", "to_model"]
@@ -77,6 +78,10 @@ def create_custom_job(
     """In ``project``, on a cluster of that project (or an ephemeral one made there)."""
     job_id = new_id("cj")
     spec = CustomJobSpec.model_validate(request.model_dump(include=set(CustomJobSpec.model_fields)))
+    if spec.base_output_dir:  # read back by the server (status, artifacts): the project's own
+        uri_policy.check_location(
+            state.settings, project, spec.base_output_dir, field="base_output_dir"
+        )
     output_dir = spec.base_output_dir or runs.default_output_dir(state, job_id)
     row = TrainingJobRow(
         id=job_id,

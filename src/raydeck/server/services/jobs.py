@@ -24,7 +24,7 @@ from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.db.models import ClusterRow, JobRow
 from raydeck.server.services import job_tokens
 from raydeck.server.services.budgets import check_budget_allows
-from raydeck.server.services.clusters import ACTIVE_STATES, get_cluster_row
+from raydeck.server.services.clusters import ACTIVE_STATES, get_cluster_row, ray_token
 from raydeck.server.services.paging import fetch_page
 from raydeck.server.state import ServerState
 
@@ -77,17 +77,18 @@ def _to_model(row: JobRow) -> Job:
     )
 
 
-def _target_from_row(row: ClusterRow) -> ClusterTarget:
+def _target_from_row(state: ServerState, row: ClusterRow) -> ClusterTarget:
     if row.state not in ACTIVE_STATES or not row.dashboard_url:
         raise FailedPreconditionError(
             f"cluster {row.name!r} is {row.state}; it must be RUNNING", field="cluster"
         )
-    return ClusterTarget(row.id, row.name, row.dashboard_url, row.ray_auth_token, row.project)
+    token = ray_token(state.settings, row)
+    return ClusterTarget(row.id, row.name, row.dashboard_url, token, row.project)
 
 
 def cluster_target(state: ServerState, cluster: str, project: str = "default") -> ClusterTarget:
     with state.db.session() as session:
-        return _target_from_row(get_cluster_row(session, cluster, project))
+        return _target_from_row(state, get_cluster_row(session, cluster, project))
 
 
 def record_submission(
@@ -215,7 +216,7 @@ def _load(state: ServerState, job_id: str) -> tuple[Job, ClusterTarget | None]:
         cluster = session.get(ClusterRow, row.cluster_id)
         target = None
         if cluster is not None and cluster.state in ACTIVE_STATES and cluster.dashboard_url:
-            target = _target_from_row(cluster)
+            target = _target_from_row(state, cluster)
         return _to_model(row), target
 
 

@@ -127,6 +127,7 @@ def place_run(
         backend=backend,
         ray_version=RAY_VERSION,
         capacity=state.backend(backend),
+        settings=state.settings,
         project=row.project,
     )
     row.cluster_id, row.cluster_name, row.ephemeral_cluster = created.id, created.name, True
