@@ -57,5 +57,5 @@ def serve(
     write_server_info(settings, url, os.getpid())
     console.print(f"Raydeck server on {url} (home {settings.home})", highlight=False)
     if (warning := isolation_warning(settings)) is not None:
-        console.print(f"[yellow]{warning}[/yellow]", highlight=False)
+        console.print(f"[yellow]{warning}[/yellow]", highlight=False, soft_wrap=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
