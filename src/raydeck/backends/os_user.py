@@ -225,7 +225,8 @@ def private_dir(path: Path, owner: OsUser | None, mode: int = 0o700) -> Path:
         if not stat.S_ISDIR(info.st_mode) or info.st_uid not in allowed:
             raise BackendError(
                 f"{path} exists but is not a directory owned by this server or the Ray OS "
-                "user; remove it"
+                "user; remove it",
+                retryable=False,
             )
         if owner is not None and (info.st_uid, info.st_gid) != (owner.uid, owner.gid):
             os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
@@ -259,5 +260,6 @@ def check_can_run(user: OsUser, python: str, env: Mapping[str, str], cwd: Path) 
         f"the Ray OS user {user.name!r} cannot run the cluster's Python {python} "
         f"({detail}); every directory from / down to the virtualenv and to PYTHONPATH must "
         f"be readable by that user: build the venv outside /root (`make setup` uses "
-        f"/usr/bin/python3.11), or set RAYDECK_RAY_OS_USER=off to run Ray as the server's user"
+        f"/usr/bin/python3.11), or set RAYDECK_RAY_OS_USER=off to run Ray as the server's user",
+        retryable=False,
     )
