@@ -76,10 +76,14 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server.data_dir = data
     server.start()
     created: set[str] = set()
+    # Like the server's own: what tests write into the data area (DuckDB files, inputs) is
+    # the Ray group's to read and write too (the directories there are setgid).
+    umask = os.umask(0o007)
     try:
         yield server
         created.update(server.cluster_ids() if server.process else [])
     finally:
+        os.umask(umask)
         server.stop()
         # Anything a failed test left behind: stop exactly those processes.
         for cluster_dir in (home / "clusters").glob("*"):
