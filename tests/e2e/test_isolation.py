@@ -46,7 +46,8 @@ PROBE = """
     paths = json.loads(sys.argv[1])
     print("PROBE " + json.dumps({
         "uid": os.getuid(),
-        "groups": sorted(os.getgroups()),
+        "gid": os.getgid(),
+        "groups": sorted(set(os.getgroups()) - {os.getgid()}),
         "files": {p: attempt(lambda q: open(q, "rb").read(1), p) for p in paths["files"]},
         "dirs": {p: attempt(os.listdir, p) for p in paths["dirs"]},
     }), flush=True)
@@ -112,7 +113,7 @@ def test_a_job_runs_as_its_clusters_user_and_reaches_nothing_of_the_server_or_ot
 
         expected = lookup_user(own_user)
         assert expected is not None and probe["uid"] == expected.uid
-        assert probe["groups"] == [users.gid]  # no root group, no supplementary groups
+        assert (probe["gid"], probe["groups"]) == (users.gid, [])  # no root group, no others
         assert set(probe["files"].values()) == {"denied"}, probe["files"]
         assert set(probe["dirs"].values()) == {"denied"}, probe["dirs"]
     finally:

@@ -32,8 +32,12 @@
 Isolation (``RAYDECK_RAY_OS_USER``): when the server runs as root, every Ray process (heads,
 workers, hence jobs, Serve replicas and trials) runs as an unprivileged OS user that cannot
 enter ``RAYDECK_HOME``; the server creates ``raydeck-ray`` (and one user per cluster) when
-missing. Not root: off (one clear warning at start), or name an existing user only if the
-server can switch to it. ``off`` turns it off explicitly.
+missing, or uses the existing user named here (its primary group owns the data area). Each
+cluster runs as a user of its own in that group, ``<user>-<8 hex of the cluster id>``, created
+at its first start and removed with it, unless ``RAYDECK_RAY_OS_USER_PER_CLUSTER=false`` (then
+every cluster runs as the named user). Not root: off, and
+``raydeck server`` says so in one warning line (naming a user is then an error: switching
+users takes root). ``off`` turns it off explicitly.
 
 The cluster data area (``$CLUSTER_DATA``: ``/var/lib/raydeck/<10 hex of the home's path>``
 when isolated, else ``$RAYDECK_HOME`` itself, so a laptop's layout is unchanged) holds what
