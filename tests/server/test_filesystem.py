@@ -16,10 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from raydeck.core.settings import DEFAULT_RAY_OS_USER
+from raydeck.backends.os_user import RayUsers
+from raydeck.core.errors import FailedPreconditionError
+from raydeck.core.settings import DEFAULT_RAY_OS_USER, Settings
 from raydeck.devtools import ServerProcess
-
-pytestmark = pytest.mark.slow
+from raydeck.server.filesystem import prepare_cluster_data
+from raydeck.server.services.artifacts import ArtifactStore
 
 
 def mode(path: Path) -> int:
@@ -39,6 +41,7 @@ def _run(home: Path, env: dict[str, str]) -> ServerProcess:
     return server
 
 
+@pytest.mark.slow
 def test_a_home_left_readable_is_made_private_at_start(tmp_path: Path, data_dir: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o755)
@@ -71,6 +74,7 @@ def test_a_home_left_readable_is_made_private_at_start(tmp_path: Path, data_dir:
         server.stop()
 
 
+@pytest.mark.slow
 def test_isolation_off_prints_one_warning(tmp_path: Path) -> None:
     server = _run(tmp_path / "home", {"RAYDECK_RAY_OS_USER": "off"})
     try:
@@ -80,3 +84,54 @@ def test_isolation_off_prints_one_warning(tmp_path: Path) -> None:
         assert mode(tmp_path / "home" / "raydeck.db") == 0o600
     finally:
         server.stop()
+
+
+def test_settings_place_the_cluster_data_outside_the_home_only_when_isolated(
+    tmp_path: Path,
+) -> None:
+    off = Settings(home=tmp_path / "home", ray_os_user="off")
+    assert off.ray_user is None and off.cluster_data_root == tmp_path / "home"
+    assert off.warehouse_root == tmp_path / "home" / "warehouse"  # a laptop's layout
+    on = Settings(home=tmp_path / "home", ray_os_user="someone")
+    assert on.ray_user == "someone"
+    assert on.cluster_data_root.parent == Path("/var/lib/raydeck")
+    assert on.artifact_root == str(on.cluster_data_root / "artifacts")
+    assert on.training_root == on.cluster_data_root / "training"
+    chosen = Settings(home=tmp_path / "home", cluster_data_dir=tmp_path / "data")
+    assert chosen.warehouse_root == tmp_path / "data" / "warehouse"
+    default = Settings(home=tmp_path / "home")
+    assert default.ray_user == (DEFAULT_RAY_OS_USER if os.geteuid() == 0 else None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chowns to the Ray group: root only")
+def test_a_committed_model_version_is_the_ray_groups_to_read_not_to_change(
+    tmp_path: Path,
+) -> None:
+    group = RayUsers(DEFAULT_RAY_OS_USER).gid
+    store = tmp_path / "artifacts"
+    store.mkdir()
+    os.chown(store, -1, group)
+    store.chmod(0o2770)
+    artifacts = ArtifactStore(str(store), store / ".staging")
+    with artifacts.staging() as staged:
+        (staged / "sub").mkdir()
+        (staged / "model.joblib").write_bytes(b"x")
+        (staged / "sub" / "run.sh").write_bytes(b"#!/bin/sh\n")
+        (staged / "sub" / "run.sh").chmod(0o700)
+        assert mode(staged) == 0o700  # in flight: the server's alone
+        uri = artifacts.version_uri("m1", "1")
+        artifacts.commit(staged, uri)
+    version = Path(uri)
+    for directory in (store / "models", store / "models" / "m1", version, version / "sub"):
+        assert (mode(directory), directory.stat().st_gid) == (0o2750, group), directory
+    assert (mode(version / "model.joblib"), (version / "model.joblib").stat().st_gid) == (
+        0o640,
+        group,
+    )
+    assert mode(version / "sub" / "run.sh") == 0o750
+
+
+def test_the_cluster_data_area_cannot_be_inside_the_home(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", cluster_data_dir=tmp_path / "home" / "data")
+    with pytest.raises(FailedPreconditionError, match="must not be inside RAYDECK_HOME"):
+        prepare_cluster_data(settings, RayUsers("nobody", create=False))

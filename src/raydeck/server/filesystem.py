@@ -98,7 +98,6 @@ def ray_users(settings: Settings) -> RayUsers | None:
 
 def prepare_cluster_data(settings: Settings, users: RayUsers) -> None:
     """The cluster data area, entered by the Ray group; its shared places writable by it."""
-    gid = users.gid
     root = settings.cluster_data_root.absolute()
     if _inside(root, settings.home):
         raise FailedPreconditionError(
@@ -106,6 +105,7 @@ def prepare_cluster_data(settings: Settings, users: RayUsers) -> None:
             "the Ray OS user cannot enter the home",
             field="RAYDECK_CLUSTER_DATA_DIR",
         )
+    gid = users.gid  # creates the base user when it is ours to create
     for parent in reversed(root.parents):  # e.g. /var/lib/raydeck: everyone may enter
         with contextlib.suppress(FileExistsError):
             os.mkdir(parent, _PUBLIC_DIR_MODE)
