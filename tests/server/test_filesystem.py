@@ -20,7 +20,7 @@ from raydeck.backends.os_user import RayUsers
 from raydeck.core.errors import FailedPreconditionError
 from raydeck.core.settings import DEFAULT_RAY_OS_USER, Settings
 from raydeck.devtools import ServerProcess
-from raydeck.server.filesystem import prepare_cluster_data
+from raydeck.server.filesystem import prepare_cluster_data, ray_users
 from raydeck.server.services.artifacts import ArtifactStore
 
 
@@ -135,3 +135,9 @@ def test_the_cluster_data_area_cannot_be_inside_the_home(tmp_path: Path) -> None
     settings = Settings(home=tmp_path / "home", cluster_data_dir=tmp_path / "home" / "data")
     with pytest.raises(FailedPreconditionError, match="must not be inside RAYDECK_HOME"):
         prepare_cluster_data(settings, RayUsers("nobody", create=False))
+
+
+def test_root_is_no_ray_os_user(tmp_path: Path) -> None:
+    with pytest.raises(FailedPreconditionError, match="RAYDECK_RAY_OS_USER"):
+        ray_users(Settings(home=tmp_path, ray_os_user="root"))
+    assert ray_users(Settings(home=tmp_path, ray_os_user="off")) is None

@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from raydeck.backends.os_user import RayUsers, is_root
+from raydeck.backends.os_user import RayUsers, is_root, lookup_user
 from raydeck.core.errors import FailedPreconditionError
 from raydeck.core.settings import DEFAULT_RAY_OS_USER, Settings
 
@@ -87,6 +87,13 @@ def ray_users(settings: Settings) -> RayUsers | None:
         raise FailedPreconditionError(
             f"RAYDECK_RAY_OS_USER={name}: running Ray as another OS user needs the server to "
             "run as root (or set RAYDECK_RAY_OS_USER=off)",
+            field="RAYDECK_RAY_OS_USER",
+        )
+    existing = lookup_user(name)
+    if existing is not None and (existing.uid == 0 or existing.gid == 0):
+        raise FailedPreconditionError(
+            f"RAYDECK_RAY_OS_USER={name} is root or in the root group: that is no isolation; "
+            "name an unprivileged user or set RAYDECK_RAY_OS_USER=off",
             field="RAYDECK_RAY_OS_USER",
         )
     return RayUsers(
