@@ -76,6 +76,7 @@ class Api:
         tokens: dict[str, str] | None = None,
         **settings: Any,
     ) -> None:
+        settings.setdefault("ray_os_user", "off")  # no Ray here: no OS users, no data area
         self.settings = Settings(
             home=home,
             reconcile_interval=0.05,

@@ -9,8 +9,10 @@ created, and the session finalizer kills anything left of this server's clusters
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,17 @@ from raydeck.devtools import ServerProcess
 
 
 class LiveServer(ServerProcess):
+    data_dir: Path  # RAYDECK_CLUSTER_DATA_DIR
+
+    def cluster_tmp_dir(self, prefix: str = "test-") -> Path:
+        """A fresh directory the clusters' Ray OS users can read and write (pytest's own temp
+        dirs are root's alone): inside the cluster data area's group-shared warehouse."""
+        parent = self.data_dir / "warehouse"
+        parent.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        path.chmod(0o2770)  # setgid: what the test writes here takes the Ray group
+        return path
+
     def client(self) -> RaydeckClient:
         return RaydeckClient(self.url, self.token, timeout=120)
 
@@ -47,9 +60,13 @@ class LiveServer(ServerProcess):
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     home = tmp_path_factory.mktemp("raydeck-home")
+    # Run as root, the server runs Ray as OS users of its own (RAYDECK_RAY_OS_USER), which
+    # cannot enter pytest's 0700 temp dirs: the cluster data area goes beside them instead.
+    data = Path(tempfile.mkdtemp(prefix="raydeck-test-data-"))
     server = LiveServer(
         home,
         env={
+            "RAYDECK_CLUSTER_DATA_DIR": str(data),
             "RAYDECK_RECONCILE_INTERVAL": "0.5",
             "RAYDECK_AUTOSCALE_INTERVAL": "1",
             "RAYDECK_AUTOSCALE_IDLE_SECONDS": "4",
@@ -60,12 +77,17 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             "RAYDECK_ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",
         },
     )
+    server.data_dir = data
     server.start()
     created: set[str] = set()
+    # Like the server's own: what tests write into the data area (DuckDB files, inputs) is
+    # the Ray group's to read and write too (the directories there are setgid).
+    umask = os.umask(0o007)
     try:
         yield server
         created.update(server.cluster_ids() if server.process else [])
     finally:
+        os.umask(umask)
         server.stop()
         # Anything a failed test left behind: stop exactly those processes.
         for cluster_dir in (home / "clusters").glob("*"):
@@ -73,6 +95,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         for cluster_id in created:
             for proc in find_cluster_processes(cluster_id):
                 proc.kill()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,13 @@ beside the modules that start clusters of their own."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from raydeck.client import RaydeckClient
 from raydeck.core.models import ClusterCreate
+from tests.ray_fixtures import LiveServer
 
 SHARED_CLUSTER = "shared"
 
@@ -34,3 +36,10 @@ def shared_cluster(live_client: RaydeckClient) -> Iterator[str]:
 def cluster(shared_cluster: str) -> str:
     """The cluster an e2e test runs its work on."""
     return shared_cluster
+
+
+@pytest.fixture
+def cluster_tmp(live_server: LiveServer) -> Path:
+    """Like ``tmp_path``, for files a cluster reads or writes (inputs, outputs, code): Ray runs
+    as its own OS user, which cannot enter pytest's 0700 temp root."""
+    return live_server.cluster_tmp_dir()

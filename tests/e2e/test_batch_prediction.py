@@ -41,11 +41,11 @@ def model(live_client: RaydeckClient, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture
-def csv_input(tmp_path: Path) -> Path:
+def csv_input(cluster_tmp: Path) -> Path:
     lines = ["id,f0,f1,f2,f3"] + [
         f"{i},{a!r},{b!r},{c!r},{d!r}" for i, (a, b, c, d) in enumerate(X.tolist())
     ]
-    path = tmp_path / "in.csv"
+    path = cluster_tmp / "in.csv"
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -60,14 +60,14 @@ def test_csv_batch_prediction_survives_a_server_kill9(
     cluster: str,
     model: str,
     csv_input: Path,
-    tmp_path: Path,
+    cluster_tmp: Path,
 ) -> None:
     started = time.monotonic()
     job = live_client.batch_predictions.create(
         model=model,
         cluster=cluster,
         input=str(csv_input),
-        output=str(tmp_path / "out"),
+        output=str(cluster_tmp / "out"),
         feature_columns=FEATURES,
         batch_size=256,
     )
@@ -97,7 +97,7 @@ def test_csv_batch_prediction_survives_a_server_kill9(
     instances = np.array([r["instance"] for r in rows])
     assert [r["prediction"] for r in rows] == MODEL.predict(instances).tolist()
     assert sorted(map(tuple, instances.tolist())) == sorted(map(tuple, X.tolist()))
-    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    summary = json.loads((cluster_tmp / "out" / "_summary.json").read_text())
     print(
         f"\nbatch prediction: {ROWS} rows in {elapsed:.1f}s end to end "
         f"({ROWS / elapsed:.0f} rows/s); inside the Ray job {summary['seconds']}s "
@@ -112,20 +112,20 @@ def test_csv_batch_prediction_survives_a_server_kill9(
     # The same output directory again: refused, and the results stay as they are.
     with pytest.raises(InvalidArgumentError) as refused:
         live_client.batch_predictions.create(
-            model=model, cluster=cluster, input=str(csv_input), output=str(tmp_path / "out")
+            model=model, cluster=cluster, input=str(csv_input), output=str(cluster_tmp / "out")
         )
     assert refused.value.field == "output.uri"
     assert len(_rows(done.output_files)) == ROWS
 
 
 def test_failure_reason_cancel_and_delete(
-    live_client: RaydeckClient, cluster: str, model: str, csv_input: Path, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, model: str, csv_input: Path, cluster_tmp: Path
 ) -> None:
     # The input disappears between the request and the run: FAILED, with the runtime's reason.
-    doomed = tmp_path / "doomed.csv"
+    doomed = cluster_tmp / "doomed.csv"
     doomed.write_text(csv_input.read_text())
     job = live_client.batch_predictions.create(
-        model=model, cluster=cluster, input=str(doomed), output=str(tmp_path / "out-failed")
+        model=model, cluster=cluster, input=str(doomed), output=str(cluster_tmp / "out-failed")
     )
     doomed.unlink()
     failed = live_client.batch_predictions.wait(job.id, timeout=120, poll=0.2)
@@ -134,7 +134,7 @@ def test_failure_reason_cancel_and_delete(
 
     # Cancel: caught QUEUED, PENDING or RUNNING, it ends CANCELLED and its Ray job stops.
     job = live_client.batch_predictions.create(
-        model=model, cluster=cluster, input=str(csv_input), output=str(tmp_path / "out-cancel")
+        model=model, cluster=cluster, input=str(csv_input), output=str(cluster_tmp / "out-cancel")
     )
     time.sleep(1.0)
     live_client.batch_predictions.cancel(job.id)
@@ -150,16 +150,16 @@ def test_failure_reason_cancel_and_delete(
 
 
 def test_cli_create_wait_get_list(
-    live_server: LiveServer, cluster: str, model: str, tmp_path: Path
+    live_server: LiveServer, cluster: str, model: str, cluster_tmp: Path
 ) -> None:
     lines = [json.dumps(row) for row in X[:300].tolist()] + ['[1, "two", 3, 4]']
-    (tmp_path / "part-a.jsonl").write_text("\n".join(lines[:150]) + "\n")
-    (tmp_path / "part-b.jsonl").write_text("\n".join(lines[150:]) + "\n")
+    (cluster_tmp / "part-a.jsonl").write_text("\n".join(lines[:150]) + "\n")
+    (cluster_tmp / "part-b.jsonl").write_text("\n".join(lines[150:]) + "\n")
     env = live_server.client_env()
     created = raydeck(
         env,
         "batch-predict", "create", "--model", model, "--cluster", cluster,
-        "--input", str(tmp_path / "part-*.jsonl"), "--output", str(tmp_path / "out"),
+        "--input", str(cluster_tmp / "part-*.jsonl"), "--output", str(cluster_tmp / "out"),
         "--batch-size", "64", "--output-format", "parquet", "--wait",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -175,15 +175,15 @@ def test_cli_create_wait_get_list(
     missing = raydeck(
         env,
         "batch-predict", "create", "--model", model, "--cluster", cluster,
-        "--input", str(tmp_path / "nothing-*.csv"), "--output", str(tmp_path / "o2"),
+        "--input", str(cluster_tmp / "nothing-*.csv"), "--output", str(cluster_tmp / "o2"),
     )  # fmt: skip
     assert_one_line_error(missing, "invalid_argument", "matches no file")
 
 
 def test_duckdb_table_in_predictions_table_out(
-    live_server: LiveServer, live_client: RaydeckClient, cluster: str, model: str, tmp_path: Path
+    live_server: LiveServer, live_client: RaydeckClient, cluster: str, model: str, cluster_tmp: Path
 ) -> None:
-    path = tmp_path / "bp.duckdb"
+    path = cluster_tmp / "bp.duckdb"
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE customers (id BIGINT, f0 DOUBLE, f1 DOUBLE, f2 DOUBLE, f3 DOUBLE)")
     con.executemany(

@@ -127,8 +127,8 @@ for step in range(1, 11):
 
 
 @pytest.fixture(scope="module")
-def code(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("code")
+def code(live_server: LiveServer) -> Path:
+    root = live_server.cluster_tmp_dir("code-")  # read on the cluster, by its Ray OS user
     (root / "trainer").mkdir()
     (root / "trainer" / "__init__.py").write_text("")
     for name, text in {
@@ -148,13 +148,13 @@ def _job(body: dict[str, Any]) -> CustomJobCreate:
 
 
 def test_module_job_with_two_pools_writes_its_model(
-    live_client: RaydeckClient, cluster: str, code: Path, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, code: Path, cluster_tmp: Path
 ) -> None:
     job = live_client.custom_jobs.create(
         _job(
             {
                 "cluster": cluster,
-                "base_output_dir": str(tmp_path / "out"),
+                "base_output_dir": str(cluster_tmp / "out"),
                 "worker_pool_specs": [
                     {
                         "python_module": {"module_name": "trainer.task", "package_dir": str(code)},
@@ -168,12 +168,12 @@ def test_module_job_with_two_pools_writes_its_model(
     assert job.state is S.QUEUED
     done = live_client.custom_jobs.wait(job.id, timeout=240)
     assert done.state is S.SUCCEEDED, done.state_reason
-    assert (tmp_path / "out" / "model" / "model.joblib").is_file()
+    assert (cluster_tmp / "out" / "model" / "model.joblib").is_file()
     listed = {a.path: a.size for a in live_client.custom_jobs.artifacts(job.id)}
-    model_file = tmp_path / "out" / "model" / "model.joblib"
+    model_file = cluster_tmp / "out" / "model" / "model.joblib"
     assert listed["model/model.joblib"] == model_file.stat().st_size
     fetched = live_client.custom_jobs.download_artifact(
-        job.id, "model/model.joblib", tmp_path / "fetched.joblib"
+        job.id, "model/model.joblib", cluster_tmp / "fetched.joblib"
     )
     assert fetched.read_bytes() == model_file.read_bytes()
     chief_log = live_client.custom_jobs.logs(job.id)
@@ -199,13 +199,13 @@ def test_module_job_with_two_pools_writes_its_model(
 
 
 def test_a_job_that_fails_once_restarts_and_resumes(
-    live_client: RaydeckClient, cluster: str, code: Path, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, code: Path, cluster_tmp: Path
 ) -> None:
     job = live_client.custom_jobs.create(
         _job(
             {
                 "cluster": cluster,
-                "base_output_dir": str(tmp_path / "out"),
+                "base_output_dir": str(cluster_tmp / "out"),
                 "scheduling": {"max_restarts": 1},
                 "worker_pool_specs": [{"script": {"path": str(code / "fail_once.py")}}],
             }
@@ -214,17 +214,17 @@ def test_a_job_that_fails_once_restarts_and_resumes(
     done = live_client.custom_jobs.wait(job.id, timeout=240)
     assert done.state is S.SUCCEEDED, done.state_reason
     assert done.attempt == 1
-    assert (tmp_path / "out" / "model" / "resumed.txt").read_text() == "epoch=3"
+    assert (cluster_tmp / "out" / "model" / "resumed.txt").read_text() == "epoch=3"
 
 
 def test_ray_train_xgboost_over_two_workers(
-    live_client: RaydeckClient, cluster: str, code: Path, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, code: Path, cluster_tmp: Path
 ) -> None:
     job = live_client.custom_jobs.create(
         _job(
             {
                 "cluster": cluster,
-                "base_output_dir": str(tmp_path / "out"),
+                "base_output_dir": str(cluster_tmp / "out"),
                 "worker_pool_specs": [
                     {"script": {"path": str(code / "xgb.py")}, "machine_spec": {"cpus": 0.5}},
                     {"replica_count": 2, "machine_spec": {"cpus": 1}},  # Ray Train workers
@@ -234,7 +234,7 @@ def test_ray_train_xgboost_over_two_workers(
     )
     done = live_client.custom_jobs.wait(job.id, timeout=400)
     assert done.state is S.SUCCEEDED, done.state_reason
-    model_dir = tmp_path / "out" / "model"
+    model_dir = cluster_tmp / "out" / "model"
     # Both workers of the codeless pool trained, each on its half of the 40 rows.
     ranks = sorted(p.read_text() for p in model_dir.glob("rank-*.txt"))
     assert ranks == ["2 20", "2 20"]
@@ -269,11 +269,11 @@ def _study(
 
 
 def test_bayesian_study_beats_random_search_on_the_same_budget(
-    live_client: RaydeckClient, cluster: str, code: Path, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, code: Path, cluster_tmp: Path
 ) -> None:
     best: dict[str, float] = {}
     for algorithm in ("bayesian", "random"):
-        job = live_client.tuning_jobs.create(_study(code, tmp_path, algorithm, cluster, seed=1))
+        job = live_client.tuning_jobs.create(_study(code, cluster_tmp, algorithm, cluster, seed=1))
         done = live_client.tuning_jobs.wait(job.id, timeout=400)
         assert done.state is S.SUCCEEDED, done.state_reason
         trials = live_client.tuning_jobs.trials(job.id)
@@ -292,7 +292,7 @@ def test_bayesian_study_beats_random_search_on_the_same_budget(
 
 
 def test_pruning_stops_poor_trials_early(
-    live_client: RaydeckClient, cluster: str, code: Path, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, code: Path, cluster_tmp: Path
 ) -> None:
     request = HyperparameterTuningJobCreate.model_validate(
         {
@@ -307,7 +307,7 @@ def test_pruning_stops_poor_trials_early(
                 "early_stopping": {"pruner": "median", "startup_trials": 1, "warmup_steps": 2},
             },
             "trial_job_spec": {
-                "base_output_dir": str(tmp_path / "prune"),
+                "base_output_dir": str(cluster_tmp / "prune"),
                 "worker_pool_specs": [{"script": {"path": str(code / "curve.py")}}],
             },
             "max_trial_count": 4,
@@ -327,14 +327,14 @@ def test_pruning_stops_poor_trials_early(
 
 
 def test_pipeline_registers_a_model_that_predicts(
-    live_client: RaydeckClient, cluster: str, code: Path, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, code: Path, cluster_tmp: Path
 ) -> None:
     request = TrainingPipelineCreate.model_validate(
         {
             "training_task": {
                 "custom_job": {
                     "cluster": cluster,
-                    "base_output_dir": str(tmp_path / "out"),
+                    "base_output_dir": str(cluster_tmp / "out"),
                     "worker_pool_specs": [
                         {
                             "python_module": {
@@ -377,14 +377,14 @@ def _gone(marker: str, timeout: float = 30) -> bool:
 
 
 def test_cancel_stops_the_ray_job_and_the_token_stays_hidden(
-    live_server: LiveServer, live_client: RaydeckClient, cluster: str, tmp_path: Path
+    live_server: LiveServer, live_client: RaydeckClient, cluster: str, cluster_tmp: Path
 ) -> None:
     marker = f"hold-{uuid.uuid4().hex[:12]}"
     job = live_client.custom_jobs.create(
         _job(
             {
                 "cluster": cluster,
-                "base_output_dir": str(tmp_path / "out"),
+                "base_output_dir": str(cluster_tmp / "out"),
                 "worker_pool_specs": [{"command": ["python", "-c", HOLD, marker]}],
             }
         )
@@ -430,7 +430,7 @@ def test_a_timeout_fails_the_job_naming_it(live_server: LiveServer, cluster: str
 
 
 def test_a_study_keeps_its_progress_across_a_server_kill9(
-    live_server: LiveServer, live_client: RaydeckClient, cluster: str, code: Path, tmp_path: Path
+    live_server: LiveServer, live_client: RaydeckClient, cluster: str, code: Path, cluster_tmp: Path
 ) -> None:
     request = HyperparameterTuningJobCreate.model_validate(
         {
@@ -443,7 +443,7 @@ def test_a_study_keeps_its_progress_across_a_server_kill9(
                 "seed": 11,
             },
             "trial_job_spec": {
-                "base_output_dir": str(tmp_path / "study"),
+                "base_output_dir": str(cluster_tmp / "study"),
                 "worker_pool_specs": [{"script": {"path": str(code / "slow_trial.py")}}],
             },
             "max_trial_count": 6,

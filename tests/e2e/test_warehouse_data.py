@@ -119,7 +119,7 @@ print(f"trained on {len(frame)} rows, slope {model.coef_[0]:.3f}")
 
 
 def test_custom_job_reads_a_table_with_its_injected_credentials(
-    live_client: RaydeckClient, cluster: str, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, cluster_tmp: Path
 ) -> None:
     connection = live_client.connections.get("wh")  # made by the round-trip test above
     assert connection.path is not None
@@ -128,13 +128,13 @@ def test_custom_job_reads_a_table_with_its_injected_credentials(
         "CREATE OR REPLACE TABLE train AS SELECT range AS x, 2 * range + 1 AS y FROM range(2000)"
     )
     con.close()
-    script = tmp_path / "train.py"
+    script = cluster_tmp / "train.py"
     script.write_text(textwrap.dedent(TRAIN))
     job = live_client.custom_jobs.create(
         CustomJobCreate.model_validate(
             {
                 "cluster": cluster,
-                "base_output_dir": str(tmp_path / "out"),
+                "base_output_dir": str(cluster_tmp / "out"),
                 "worker_pool_specs": [{"script": {"path": str(script)}}],
             }
         )
@@ -143,4 +143,4 @@ def test_custom_job_reads_a_table_with_its_injected_credentials(
     log = live_client.custom_jobs.logs(job.id)
     assert done.state is TrainingState.SUCCEEDED, f"{done.state_reason}\n{log[-2000:]}"
     assert "trained on 2000 rows, slope 2.000" in log
-    assert (tmp_path / "out" / "model" / "model.joblib").is_file()
+    assert (cluster_tmp / "out" / "model" / "model.joblib").is_file()

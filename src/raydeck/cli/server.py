@@ -23,8 +23,10 @@ def serve(
     # command stays fast to start.
     import uvicorn
 
+    from raydeck.core.errors import RaydeckError
     from raydeck.db.session import Database
     from raydeck.server.app import create_app
+    from raydeck.server.filesystem import isolation_warning, ray_users, secure_home
     from raydeck.server.secret_box import secret_box
     from raydeck.server.services.tokens import ensure_admin_token
 
@@ -35,6 +37,12 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
+    try:
+        ray_users(settings)  # a setting that cannot work stops here, not in a traceback
+    except RaydeckError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from exc
+    secure_home(settings)  # before the database file exists: created 0600
     db = Database(settings.db_url)
     db.migrate(secret_box(settings.secret_key_path))  # 0009 encrypts stored Ray tokens
     with db.session() as session:
@@ -49,4 +57,6 @@ def serve(
         )
     write_server_info(settings, url, os.getpid())
     console.print(f"Raydeck server on {url} (home {settings.home})", highlight=False)
+    if (warning := isolation_warning(settings)) is not None:
+        console.print(f"[yellow]{warning}[/yellow]", highlight=False, soft_wrap=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)

@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 |---|---|---|
-| RAYDECK_HOME | ~/.raydeck | SQLite DB, cluster state, logs, credentials |
+| RAYDECK_HOME | ~/.raydeck | SQLite DB, keys, credentials, cluster state: 0700, server only |
 | RAYDECK_DATABASE_URL | sqlite:///$RAYDECK_HOME/raydeck.db | SQLAlchemy URL (or Postgres) |
 | RAYDECK_HOST / RAYDECK_PORT | 127.0.0.1 / 8770 | where `raydeck server` listens |
 | RAYDECK_PUBLIC_URL | http://$RAYDECK_HOST:$RAYDECK_PORT | how clusters reach the server back |
@@ -14,17 +14,20 @@
 | RAYDECK_RECONCILE_INTERVAL | 1.0 | seconds between reconciler passes |
 | RAYDECK_AUTOSCALE_IDLE_SECONDS | 60 | idle time before an autoscaled replica is removed |
 | RAYDECK_AUTOSCALE_INTERVAL | 2.0 | seconds between autoscaler passes |
-| RAYDECK_ARTIFACT_STORE | $RAYDECK_HOME/artifacts | registry artifacts: path or fsspec URI |
 | RAYDECK_MODEL_ARTIFACT_MAX_FILES | 1000 | most files one uploaded model artifact may hold |
 | RAYDECK_MODEL_ARTIFACT_MAX_BYTES | 5368709120 | most bytes one model artifact may hold (5 GiB) |
 | RAYDECK_MODEL_SOURCE_MAX_BYTES | 1048576 | largest custom predictor module/manifest checked |
+| RAYDECK_RAY_OS_USER | raydeck-ray as root, else off | OS user Ray processes run as, or `off` |
+| RAYDECK_RAY_OS_USER_PER_CLUSTER | true | each cluster its own user `<user>-<8 hex>` |
+| RAYDECK_CLUSTER_DATA_DIR | see below | what clusters read and write ($CLUSTER_DATA) |
+| RAYDECK_ARTIFACT_STORE | $CLUSTER_DATA/artifacts | registry artifacts: path or fsspec URI |
 | RAYDECK_PRICE_CATALOG | built-in default | YAML price catalog (format: services/pricing.py) |
 | RAYDECK_BILLING_INTERVAL | 10.0 | seconds between cost accrual / budget passes |
 | RAYDECK_LOG_COLLECT_INTERVAL | 2.0 | seconds between log collector passes |
 | RAYDECK_LOG_RETENTION_DAYS | 7 | collected log records older than this are deleted |
 | RAYDECK_LOG_RETENTION_MAX_BYTES | 268435456 | oldest log records go first above this much text |
 | RAYDECK_SECRET_KEY_FILE | $RAYDECK_HOME/secret.key | key encrypting stored connection secrets |
-| RAYDECK_WAREHOUSE_DIR | $RAYDECK_HOME/warehouse | where `duckdb` connections keep their files |
+| RAYDECK_WAREHOUSE_DIR | $CLUSTER_DATA/warehouse | where `duckdb` connections keep their files |
 | RAYDECK_ALLOWED_ROOTS | (none) | more roots users may name (below), comma-separated |
 | RAYDECK_ALLOWED_PRIVATE_NETWORKS | (none) | private addresses user URLs may reach (below) |
 | RAYDECK_MLFLOW_TRACKING_URI | (none) | MLflow server that jobs and trials are mirrored to |
@@ -64,17 +67,46 @@ URLs the server connects to for users (sql hosts, BigQuery ``api_endpoint``, htt
 artifacts, endpoints in storage options) must resolve to public addresses only, unless listed
 in ``RAYDECK_ALLOWED_PRIVATE_NETWORKS``: CIDRs, addresses or host names, ``*`` for all (e.g.
 ``127.0.0.1/32`` for a Postgres on this host).
+
+Isolation (``RAYDECK_RAY_OS_USER``): when the server runs as root, every Ray process (heads,
+workers, hence jobs, Serve replicas and trials) runs as an unprivileged OS user that cannot
+enter ``RAYDECK_HOME``; the server creates ``raydeck-ray`` (and one user per cluster) when
+missing, or uses the existing user named here (its primary group owns the data area). Each
+cluster runs as a user of its own in that group, ``<user>-<8 hex of the cluster id>``, created
+at its first start and removed with it, unless ``RAYDECK_RAY_OS_USER_PER_CLUSTER=false`` (then
+every cluster runs as the named user). Not root: off, and
+``raydeck server`` says so in one warning line (naming a user is then an error: switching
+users takes root). ``off`` turns it off explicitly.
+
+The cluster data area (``$CLUSTER_DATA``: ``/var/lib/raydeck/<10 hex of the home's path>``
+when isolated, else ``$RAYDECK_HOME`` itself, so a laptop's layout is unchanged) holds what
+clusters legitimately read and write, outside the 0700 home, each place through one accessor:
+
+| path | accessor | owner, mode (isolated) |
+|---|---|---|
+| $CLUSTER_DATA | cluster_data_root | root:<Ray group> 0750 |
+| $CLUSTER_DATA/artifacts | artifact_root | root:<Ray group> 2770: models, batch outputs |
+| $CLUSTER_DATA/warehouse | warehouse_root | root:<Ray group> 2770: DuckDB/files data |
+| $CLUSTER_DATA/training | training_root | root:<Ray group> 2770: default base_output_dir |
+| $CLUSTER_DATA/clusters | ray_temp_root | root:<Ray group> 0750; each cluster's Ray temp |
+|   | | dirs' parent is 0700, owned by that cluster's user (/tmp/rd-<hash> when the path |
+|   | | would be too long for Ray's sockets) |
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["DEFAULT_RAY_OS_USER", "Settings", "get_settings"]
+
+DEFAULT_RAY_OS_USER = "raydeck-ray"
+_ISOLATED_DATA_PARENT = Path("/var/lib/raydeck")
 
 
 class Settings(BaseSettings):
@@ -108,6 +140,9 @@ class Settings(BaseSettings):
     warehouse_dir: Path | None = None
     allowed_roots: str = ""
     allowed_private_networks: str = ""
+    ray_os_user: str | None = None
+    ray_os_user_per_cluster: bool = True
+    cluster_data_dir: Path | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_tracking_token: str | None = None
     mlflow_sync_interval: float = 5.0
@@ -157,7 +192,38 @@ class Settings(BaseSettings):
 
     @property
     def clusters_dir(self) -> Path:
+        """The local backend's per-cluster state (ports, nodes): the server's only."""
         return self.home / "clusters"
+
+    @property
+    def ray_user(self) -> str | None:
+        """The OS user Ray processes run as; None: the server's own (isolation off)."""
+        value = (self.ray_os_user or "").strip()
+        if value.lower() == "off":
+            return None
+        if value:
+            return value
+        return DEFAULT_RAY_OS_USER if os.geteuid() == 0 else None
+
+    @property
+    def cluster_data_root(self) -> Path:
+        """What clusters read and write, outside the 0700 home when Ray runs as another user."""
+        if self.cluster_data_dir is not None:
+            return self.cluster_data_dir
+        if self.ray_user is None:
+            return self.home
+        digest = hashlib.sha256(str(self.home.absolute()).encode()).hexdigest()[:10]
+        return _ISOLATED_DATA_PARENT / digest
+
+    @property
+    def ray_temp_root(self) -> Path:
+        """Parent of each cluster's Ray temp dirs (``<root>/<cluster id>/ray``)."""
+        return self.cluster_data_root / "clusters"
+
+    @property
+    def training_root(self) -> Path:
+        """Where training runs write when they name no base_output_dir."""
+        return self.cluster_data_root / "training"
 
     @property
     def secret_key_path(self) -> Path:
@@ -165,12 +231,12 @@ class Settings(BaseSettings):
 
     @property
     def warehouse_root(self) -> Path:
-        return self.warehouse_dir or self.home / "warehouse"
+        return self.warehouse_dir or self.cluster_data_root / "warehouse"
 
     @property
     def artifact_root(self) -> str:
         """Root of the artifact store: a local path or an fsspec URI, without trailing '/'."""
-        return (self.artifact_store or str(self.home / "artifacts")).rstrip("/")
+        return (self.artifact_store or str(self.cluster_data_root / "artifacts")).rstrip("/")
 
 
 @lru_cache(maxsize=1)

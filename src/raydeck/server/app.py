@@ -10,12 +10,19 @@ from fastapi import FastAPI
 
 from raydeck.backends.base import ClusterBackend
 from raydeck.backends.local import LocalClusterBackend
+from raydeck.backends.os_user import RayUsers
 from raydeck.core.settings import Settings, get_settings
 from raydeck.db.models import utcnow
 from raydeck.db.session import Database
 from raydeck.server.audit import AuditMiddleware
 from raydeck.server.body_limit import BodyLimitMiddleware
 from raydeck.server.errors import ERROR_RESPONSES, install_error_handlers
+from raydeck.server.filesystem import (
+    prepare_cluster_data,
+    ray_users,
+    secure_database_files,
+    secure_home,
+)
 from raydeck.server.metrics import MetricsMiddleware
 from raydeck.server.reconcilers.autoscaler import Autoscaler
 from raydeck.server.reconcilers.batch_predictions import BatchPredictionReconciler
@@ -52,7 +59,9 @@ from raydeck.server.state import ServerState
 __all__ = ["create_app", "default_backends"]
 
 
-def default_backends(settings: Settings) -> dict[str, ClusterBackend]:
+def default_backends(
+    settings: Settings, users: RayUsers | None = None
+) -> dict[str, ClusterBackend]:
     return {
         "local": LocalClusterBackend(
             settings.clusters_dir,
@@ -60,6 +69,8 @@ def default_backends(settings: Settings) -> dict[str, ClusterBackend]:
             port_range=(settings.port_range_start, settings.port_range_end),
             max_workers=settings.local_max_workers,
             cpu_oversubscription=settings.local_cpu_oversubscription,
+            ray_dir=settings.ray_temp_root,
+            users=users,
         )
     }
 
@@ -74,12 +85,17 @@ def create_app(
     """``clock`` is what cost metering and budgets read the time from (tests inject one)."""
     settings = settings or get_settings()
     catalog = load_catalog(settings.price_catalog)
+    secure_home(settings)
+    users = ray_users(settings)
+    if users is not None:
+        prepare_cluster_data(settings, users)
     db = Database(settings.db_url)
     db.migrate(secret_box(settings.secret_key_path))  # 0009 encrypts stored Ray tokens
+    secure_database_files(settings)
     state = ServerState(
         settings=settings,
         db=db,
-        backends=backends if backends is not None else default_backends(settings),
+        backends=backends if backends is not None else default_backends(settings, users),
         clock=clock,
         price_catalog=catalog,
     )

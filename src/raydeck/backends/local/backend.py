@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -54,6 +55,13 @@ from raydeck.backends.local.raystart import (
 )
 from raydeck.backends.local.readiness import wait_for_nodes, wait_for_port
 from raydeck.backends.local.state import ClusterState, NodeRecord, StateStore
+from raydeck.backends.os_user import (
+    OsUser,
+    RayUsers,
+    check_can_run,
+    demoted_env,
+    private_dir,
+)
 from raydeck.core.errors import InvalidArgumentError
 
 __all__ = ["LocalClusterBackend"]
@@ -66,7 +74,13 @@ _COLLECTED_LOGS = ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err
 
 
 class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
-    """One head plus one worker raylet per replica, each with its own ports and temp dir."""
+    """One head plus one worker raylet per replica, each with its own ports and temp dir.
+
+    ``state_dir`` holds what only the server reads (ports, nodes); ``ray_dir`` the parent of
+    each cluster's Ray temp dirs (default: ``state_dir``). With ``users``, every Ray process
+    runs as the cluster's OS user (see backends/os_user.py), its temp dirs' parent 0700 and
+    owned by that user.
+    """
 
     kind = "local"
 
@@ -78,12 +92,16 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
         port_range: tuple[int, int] = (30000, 60000),
         max_workers: int = 64,
         cpu_oversubscription: float = 4.0,
+        ray_dir: Path | None = None,
+        users: RayUsers | None = None,
     ) -> None:
         self._max_workers = max_workers
         self._max_node_cpus = (os.cpu_count() or 1) * cpu_oversubscription
         self._max_node_memory = psutil.virtual_memory().total
         self._state_dir = Path(state_dir).absolute()
         self._state_dir.mkdir(parents=True, exist_ok=True)
+        self._ray_dir = Path(ray_dir).absolute() if ray_dir is not None else self._state_dir
+        self._users = users
         self._bind_host = bind_host
         self._store = StateStore(self._state_dir)
         self._ports = PortAllocator(port_range)
@@ -133,6 +151,8 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
             for directory in dirs:
                 shutil.rmtree(directory, ignore_errors=True)
             self._store.remove(cluster_id)
+            if self._users is not None:
+                self._users.release(cluster_id)
 
     def check_capacity(self, spec: ClusterSpec) -> None:
         """Every node runs on this machine: no node may declare more memory than it has or
@@ -204,9 +224,13 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
         state = self._store.load(cluster_id) or ClusterState(
             cluster_id, str(self._base_dir(cluster_id))
         )
+        user = self._users.for_cluster(cluster_id) if self._users is not None else None
+        home = self._prepare_dirs(state, user)
         procs = cluster_processes(cluster_id)
         old_head = state.head
         head_alive = self._drop_dead_nodes(state, procs)
+        if user is not None and not head_alive:  # one clear error before any process starts
+            check_can_run(user, sys.executable, demoted_env(os.environ, user, home), home)
 
         surplus = choose_surplus(state, spec, prefer_remove)
         starts: list[tuple[str, PoolSpec]] = [] if head_alive else [(HEAD, spec.head)]
@@ -218,12 +242,16 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
 
         client_server = None
         if head_alive and not _client_server_running(procs):
-            client_server = start_client_server(self._launch(spec, head, spec.head, head))
+            client_server = start_client_server(
+                self._launch(spec, head, spec.head, head, user, home)
+            )
         reserved = [state.nodes[name].port_base for name, _ in starts]
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(starts) + len(surplus))) as pool:
                 stops = [pool.submit(self._stop_node, cluster_id, r) for r in surplus]
-                failed, started_client = self._start_nodes(pool, state, spec, dict(starts))
+                failed, started_client = self._start_nodes(
+                    pool, state, spec, dict(starts), user, home
+                )
                 for future in stops:
                     future.result()
         finally:
@@ -278,6 +306,8 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
         state: ClusterState,
         spec: ClusterSpec,
         starts: dict[str, PoolSpec],
+        user: OsUser | None,
+        home: Path,
     ) -> tuple[dict[str, BackendError], subprocess.Popen[bytes] | None]:
         """Start every node at once (workers wait for the head), plus the head's Ray Client
         proxy when the head is new; returns failures by node, and that proxy."""
@@ -287,7 +317,7 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
         futures: dict[str, Future[str]] = {}
         failed: dict[str, BackendError] = {}
         for name, pool_spec in starts.items():
-            launch = self._launch(spec, state.nodes[name], pool_spec, head)
+            launch = self._launch(spec, state.nodes[name], pool_spec, head, user, home)
             shutil.rmtree(launch.temp_dir, ignore_errors=True)  # stale sockets of a prior run
             try:
                 processes[name] = start_ray_process(launch)
@@ -298,7 +328,9 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
         client_server = None
         if HEAD in processes:
             try:
-                client_server = start_client_server(self._launch(spec, head, starts[HEAD], head))
+                client_server = start_client_server(
+                    self._launch(spec, head, starts[HEAD], head, user, home)
+                )
             except BackendError as exc:
                 failed[HEAD] = exc
 
@@ -332,7 +364,13 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
         )
 
     def _launch(
-        self, spec: ClusterSpec, record: NodeRecord, pool: PoolSpec, head: NodeRecord
+        self,
+        spec: ClusterSpec,
+        record: NodeRecord,
+        pool: PoolSpec,
+        head: NodeRecord,
+        user: OsUser | None,
+        home: Path,
     ) -> NodeLaunch:
         return NodeLaunch(
             cluster_id=spec.cluster_id,
@@ -344,7 +382,16 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
             auth_token=spec.ray_auth_token,
             extra_env=spec.env,
             gcs_port=head.ports.gcs,
+            run_as=user,
+            home=home,
         )
+
+    def _prepare_dirs(self, state: ClusterState, user: OsUser | None) -> Path:
+        """The parent of the cluster's Ray temp dirs (0700, the cluster user's: Ray makes its
+        session dirs 0777, so this is what keeps other users out) and the Ray processes'
+        HOME inside it; returns that HOME."""
+        base = private_dir(Path(state.base_dir), user)
+        return private_dir(base / "home", user)
 
     def _reserve(
         self, state: ClusterState, names: list[str], pools: list[str], prefer: list[int]
@@ -391,7 +438,7 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
         return file_lock(self._state_dir / ".locks" / f"{cluster_id}.lock")
 
     def _base_dir(self, cluster_id: str) -> Path:
-        preferred = self._store.cluster_dir(cluster_id) / "ray"
+        preferred = self._ray_dir / cluster_id / "ray"
         if len(str(preferred)) + len("/n65535") <= MAX_TEMP_DIR_LEN:
             return preferred
         # Deterministic, so delete finds it even when the state file is gone.

@@ -14,6 +14,7 @@ from pathlib import Path
 from raydeck.backends.base import BackendError, PoolSpec
 from raydeck.backends.local.ports import NodePorts
 from raydeck.backends.local.processes import CLUSTER_ENV, NODE_ENV
+from raydeck.backends.os_user import OsUser, demoted_env, private_dir
 
 __all__ = [
     "CLIENT_SERVER_LOG",
@@ -66,6 +67,8 @@ class NodeLaunch:
     auth_token: str
     extra_env: Mapping[str, str]
     gcs_port: int  # the head's GCS port; the node's own when it is the head
+    run_as: OsUser | None = None  # None: the server's own OS user
+    home: Path | None = None  # HOME of the Ray processes when run_as is set
 
     @property
     def is_head(self) -> bool:
@@ -123,6 +126,8 @@ class NodeLaunch:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        if self.run_as is not None:  # explicit: none of the server's secrets
+            env = demoted_env(env, self.run_as, self.home or self.temp_dir)
         # `python`/`ray` in job entrypoints must be the cluster's interpreter, whatever PATH
         # the server was started with (an explicit PATH in the spec's env still wins).
         path = env.get("PATH", os.defpath)
@@ -164,8 +169,8 @@ def check_resources(pool: PoolSpec) -> None:
 
 def start_ray_process(launch: NodeLaunch) -> subprocess.Popen[bytes]:
     """Spawn ``ray start`` without waiting for it (a worker's waits for the head's GCS)."""
-    launch.temp_dir.mkdir(parents=True, exist_ok=True)
-    return _spawn(launch.argv(), launch.env(), launch.temp_dir, START_LOG)
+    private_dir(launch.temp_dir, launch.run_as)
+    return _spawn(launch.argv(), launch.env(), launch.temp_dir, START_LOG, launch.run_as)
 
 
 def start_client_server(head: NodeLaunch) -> subprocess.Popen[bytes]:
@@ -187,11 +192,11 @@ def start_client_server(head: NodeLaunch) -> subprocess.Popen[bytes]:
         f"--port={p.ray_client}",
         "--mode=proxy",
     ]
-    return _spawn(argv, head.env(), head.temp_dir, CLIENT_SERVER_LOG)
+    return _spawn(argv, head.env(), head.temp_dir, CLIENT_SERVER_LOG, head.run_as)
 
 
 def _spawn(
-    argv: list[str], env: dict[str, str], cwd: Path, log_name: str
+    argv: list[str], env: dict[str, str], cwd: Path, log_name: str, run_as: OsUser | None
 ) -> subprocess.Popen[bytes]:
     # A file, not a pipe: a daemon that kept the pipe open would block reading it forever.
     with (cwd / log_name).open("ab") as log:
@@ -204,6 +209,7 @@ def _spawn(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # our own session: see processes.py
+                **(run_as.popen_kwargs() if run_as is not None else {}),
             )
         except OSError as exc:
             raise BackendError(f"cannot run {argv[0]}: {exc}") from exc

@@ -1,8 +1,11 @@
 """The registry's artifact store: bring an artifact into a local staging directory (from a
 path, an fsspec URI or an uploaded .tar.gz), then move it to its final place in the store.
 
-Staging lives under ``RAYDECK_HOME`` so that, for the default local store, the final step is
-a rename; a failed request leaves nothing behind but an emptied staging directory.
+Staging lives beside a local store (under ``RAYDECK_HOME`` for a remote one) so that the
+final step is a rename; a failed request leaves nothing behind but an emptied staging
+directory. Staging directories are the server's alone (0700); a committed version takes the
+group of a setgid store directory (the cluster data area's Ray group) with read access, so
+the Ray processes that load it can, and only the server can change it.
 
 A store made for a user's request (``user_project``) reads only sources that project may
 name (``uri_policy``: its own area or admin-allowlisted roots, public http(s) addresses).
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -64,9 +68,11 @@ class ArtifactStore:
     def from_settings(cls, settings: Settings, *, user_project: str | None) -> ArtifactStore:
         """``user_project``: the project of the user naming sources (checked with
         ``uri_policy``); None only for sources the server made itself (pipeline outputs)."""
+        root = settings.artifact_root
+        staging = local_path(root) / ".staging" if is_local(root) else settings.home / "staging"
         return cls(
-            settings.artifact_root,
-            settings.home / "artifacts" / ".staging",
+            root,
+            staging,
             ArtifactLimits.from_settings(settings),
             settings=settings,
             user_project=user_project,
@@ -81,6 +87,7 @@ class ArtifactStore:
     @contextmanager
     def staging(self) -> Iterator[Path]:
         self.staging_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.staging_root, 0o700)  # uploads in flight are the server's alone
         directory = Path(tempfile.mkdtemp(dir=self.staging_root))
         try:
             yield directory
@@ -175,8 +182,9 @@ class ArtifactStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(staged, target)
-        except OSError:  # store on another filesystem than RAYDECK_HOME
+        except OSError:  # store on another filesystem than the staging directory
             shutil.copytree(staged, target)
+        _share_with_group(target, local_path(self.root))
 
     def remove(self, uri: str) -> None:
         """Best effort: runs after the rows are gone, when failing the request would lie."""
@@ -189,6 +197,26 @@ class ArtifactStore:
             parent = local_path(uri).parent
             if parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
+
+
+def _share_with_group(tree: Path, root: Path) -> None:
+    """In a setgid store (the shared cluster data area), give ``tree`` the store's group with
+    read access: Serve replicas running as the Ray OS user load it. Neither it nor the
+    directories above it up to ``root`` are the group's to change."""
+    store = root.stat()
+    if not store.st_mode & stat.S_ISGID:
+        return
+    above = [p for p in tree.parents if p.is_relative_to(root) and p != root]
+    for path in [*above, tree, *tree.rglob("*")]:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        os.chown(path, -1, store.st_gid, follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            os.chmod(path, stat.S_ISGID | 0o750)
+        else:
+            owner = stat.S_IMODE(info.st_mode) & stat.S_IRWXU
+            os.chmod(path, owner | stat.S_IRGRP | (stat.S_IXGRP if owner & stat.S_IXUSR else 0))
 
 
 def _not_a_directory(uri: str) -> InvalidArgumentError:

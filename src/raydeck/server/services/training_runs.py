@@ -55,7 +55,7 @@ KIND_NAMES = {"custom": "custom job", "tuning": "hyperparameter tuning job"}
 
 
 def default_output_dir(state: ServerState, job_id: str) -> str:
-    return str(state.settings.home / "training" / job_id)
+    return str(state.settings.training_root / job_id)
 
 
 def status_path(output_dir: str) -> str:
