@@ -221,8 +221,13 @@ def test_archive_members_are_checked_before_extraction(static_api: Api, tmp_path
     device.type = tarfile.CHRTYPE
     hard = tarfile.TarInfo("model.pkl")
     hard.type, hard.linkname = tarfile.LNKTYPE, "../../outside"
+    up = tarfile.TarInfo("up")
+    up.type, up.linkname = tarfile.SYMTYPE, "."
+    climb = tarfile.TarInfo("climb")
+    climb.type, climb.linkname = tarfile.SYMTYPE, "up/.."
     for members, problem in [
         ([(link, None)], "is a link to something outside the archive"),
+        ([(up, None), (climb, None), _file("climb/escaped.txt", b"x")], "is a link to"),
         ([(hard, None)], "is a link to something outside the archive"),
         ([_file("model.pkl", model), (device, None)], "is not a regular file, directory or link"),
         ([_file("/abs/model.pkl", model)], "is not a relative path"),
@@ -233,6 +238,7 @@ def test_archive_members_are_checked_before_extraction(static_api: Api, tmp_path
         assert response.json()["error"]["field"] == "artifact"
         assert problem in response.json()["error"]["message"]
     _nothing_stored(static_api)
+    assert not list(static_api.settings.home.parent.rglob("escaped.txt"))
     good = _upload_tarball(static_api, _tarball([_file("m/model.pkl", model)]))
     assert good.status_code == 201, good.text
 

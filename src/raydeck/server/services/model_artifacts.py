@@ -103,9 +103,9 @@ class TarLimiter:
         if os.path.commonpath([root, target]) != root:
             raise self._refuse(member, "leaves the archive's directory")
         if member.issym() or member.islnk():
-            base = os.path.dirname(target) if member.issym() else root
-            link = os.path.realpath(os.path.join(base, member.linkname))
-            if os.path.isabs(member.linkname) or os.path.commonpath([root, link]) != root:
+            # Relative and never upward: checked before the archive's own links exist, a
+            # '..' could climb through one of them ("up -> ." then "x -> up/.."), so none.
+            if os.path.isabs(member.linkname) or ".." in Path(member.linkname).parts:
                 raise self._refuse(member, "is a link to something outside the archive")
         elif member.isreg():
             self.files += 1
