@@ -127,6 +127,16 @@ TOO_MUCH: list[tuple[str, dict[str, Any], str]] = [
         "batching.max_batch_size",
     ),
     ("/api/v1/endpoints/e:predict", {"instances": [[0]] * 10_001}, "instances"),
+    (
+        "/api/v1/clusters/c/jobs",
+        {"entrypoint": "true", "entrypoint_num_cpus": 1e9},
+        "entrypoint_num_cpus",
+    ),
+    (
+        "/api/v1/clusters/c/jobs",
+        {"entrypoint": "true", "metadata": {str(i): "" for i in range(65)}},
+        "metadata",
+    ),
 ]
 
 
