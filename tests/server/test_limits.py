@@ -21,6 +21,7 @@ from raydeck.core.settings import Settings, get_settings
 from raydeck.db.models import ClusterRow
 from raydeck.server.app import create_app
 from tests.conftest import Api, _fresh_db
+from tests.fakes import InMemoryClusterBackend
 from tests.waiting import wait_until
 
 
@@ -127,6 +128,16 @@ TOO_MUCH: list[tuple[str, dict[str, Any], str]] = [
         "batching.max_batch_size",
     ),
     ("/api/v1/endpoints/e:predict", {"instances": [[0]] * 10_001}, "instances"),
+    (
+        "/api/v1/clusters/c/jobs",
+        {"entrypoint": "true", "entrypoint_num_cpus": 1e9},
+        "entrypoint_num_cpus",
+    ),
+    (
+        "/api/v1/clusters/c/jobs",
+        {"entrypoint": "true", "metadata": {str(i): "" for i in range(65)}},
+        "metadata",
+    ),
 ]
 
 
@@ -178,15 +189,17 @@ def test_a_stored_row_over_a_lowered_cap_stays_readable(static_api: Api, small_c
 
 @pytest.fixture
 def local_api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], LocalClusterBackend]]:
-    """The real local backend (no cluster is ever started here: every spec is refused
-    before a process would be) with a 4-worker limit, and the reconcilers running."""
+    """The real local backend (no cluster is ever started on it here: every spec is refused
+    before a process would be) with a 4-worker limit, the in-memory one beside it, and the
+    reconcilers running."""
     home = tmp_path / "home"
     tokens = _fresh_db(home)
     settings = Settings(home=home, reconcile_interval=0.05, default_backend="local")
     backend = LocalClusterBackend(
         tmp_path / "clusters", port_range=(61000, 61100), max_workers=4, cpu_oversubscription=2
     )
-    app = create_app(settings, backends={"local": backend}, run_reconcilers=True)
+    backends = {"local": backend, "memory": InMemoryClusterBackend()}
+    app = create_app(settings, backends=backends, run_reconcilers=True)
     with TestClient(app, raise_server_exceptions=False) as http:
         yield http, {"Authorization": f"Bearer {tokens['admin']}"}, backend
     app.state.raydeck.db.dispose()
@@ -224,23 +237,22 @@ def test_a_row_over_capacity_goes_to_error_at_once_and_deletes(
     any per-replica work, and deleting it works."""
     http, admin, backend = local_api
     state = http.app.state.raydeck  # type: ignore[attr-defined]
-    with state.db.session() as session:
-        session.add(
-            ClusterRow(
-                id="cl-huge",
-                project="default",
-                name="huge",
-                state="PROVISIONING",
-                backend="local",
-                ray_version="2.60.0",
-                spec={
-                    "head": {"num_cpus": 1e6},
-                    "worker_pools": [{"name": "w", "replica_count": 10**9}],
-                },
-                labels={},
-                ray_auth_token="t",
-            )
-        )
+    made = http.post("/api/v1/clusters", json={"name": "huge", "backend": "memory"}, headers=admin)
+    assert made.status_code == 201, made.text
+    wait_until(
+        lambda: http.get("/api/v1/clusters/huge", headers=admin).json()["state"] == "RUNNING",
+        "the cluster to run on the in-memory backend",
+    )
+    with state.db.session() as session:  # now make it the attack's row, on the local backend
+        row = session.get(ClusterRow, made.json()["id"])
+        row.backend = "local"
+        row.state = "PROVISIONING"
+        row.generation += 1
+        row.spec = {
+            **row.spec,
+            "head": {"num_cpus": 1e6},
+            "worker_pools": [{"name": "w", "replica_count": 10**9}],
+        }
     rss = psutil.Process().memory_info().rss
 
     def errored() -> bool:
@@ -256,7 +268,7 @@ def test_a_row_over_capacity_goes_to_error_at_once_and_deletes(
         lambda: http.get("/api/v1/clusters/huge", headers=admin).status_code == 404,
         "the oversized cluster to be deleted",
     )
-    assert not any(backend._state_dir.glob("cl-huge*"))
+    assert not any(backend._state_dir.glob(f"{made.json()['id']}*"))
 
 
 def test_bodies_over_the_limit_get_413_on_every_route(tmp_path: Path) -> None:
