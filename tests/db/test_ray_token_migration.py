@@ -83,6 +83,7 @@ def test_upgrade_of_a_database_with_clusters_needs_the_key(tmp_path: Path) -> No
 def test_new_clusters_store_only_ciphertext(tmp_path: Path) -> None:
     from raydeck.core.models import ClusterCreate
     from raydeck.server.services.clusters import create_cluster, get_cluster_row
+    from tests.fakes import InMemoryClusterBackend
 
     settings = Settings(home=tmp_path)
     db = Database(settings.db_url)
@@ -93,6 +94,7 @@ def test_new_clusters_store_only_ciphertext(tmp_path: Path) -> None:
             ClusterCreate(name="fresh"),
             backend="local",
             ray_version="2.60.0",
+            capacity=InMemoryClusterBackend(),
             settings=settings,
         )
     with db.session() as session:

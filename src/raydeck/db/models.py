@@ -90,6 +90,10 @@ class TokenRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A scoped token (a job's): usable only in this project, only for these permissions
+    # (on top of what its account's role bindings grant). None: unscoped.
+    scope_project: Mapped[str | None] = mapped_column(String(64), default=None)
+    scope_permissions: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
 
 
 class ClusterRow(Base):

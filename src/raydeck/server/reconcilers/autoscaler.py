@@ -13,6 +13,7 @@ from sqlalchemy import select
 from raydeck.backends.ray_api import ClusterLoad, RayDashboardClient
 from raydeck.core.errors import RaydeckError
 from raydeck.core.models import ClusterState, WorkerPoolSpec
+from raydeck.core.models.limits import stored_data
 from raydeck.db.models import ClusterRow
 from raydeck.server.reconcilers.autoscaling_policy import (
     NodeActivity,
@@ -56,7 +57,10 @@ class Autoscaler:
                 select(ClusterRow).where(ClusterRow.state == ClusterState.RUNNING.value)
             )
             for row in rows:
-                pools = tuple(WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"])
+                with stored_data():
+                    pools = tuple(
+                        WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]
+                    )
                 if not any(p.autoscaling for p in pools) or not row.dashboard_url:
                     continue
                 names = {

@@ -153,7 +153,11 @@ class BatchPredictionReconciler:
 
     def _token(self, work: _Work) -> str:
         with self.state.db.session() as session:
-            return job_tokens.issue_job_token(session, work.target.cluster_id, work.submission_id)
+            row = session.get(BatchPredictionJobRow, work.job_id)
+            submitter = row.spec.get("submitted_by") if row is not None else None
+            return job_tokens.issue_job_token(
+                session, work.target.cluster_id, work.submission_id, submitter
+            )
 
     def _job_record(self, work: _Work, request: JobSubmit) -> str:
         """Id of the Raydeck Job for the Ray job (so `jobs list/logs` show it), made once."""

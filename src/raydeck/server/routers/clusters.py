@@ -23,12 +23,12 @@ def create_cluster(
     caller: Annotated[Principal, Depends(require("clusters.create"))],
 ) -> Cluster:
     backend = body.backend or state.settings.default_backend
-    state.backend(backend)  # 400 for an unknown backend before anything is stored
     return service.create_cluster(
         session,
         body,
         backend=backend,
         ray_version=RAY_VERSION,
+        capacity=state.backend(backend),  # 400 for an unknown backend before anything is stored
         settings=state.settings,
         project=caller.project,
     )
@@ -67,9 +67,10 @@ def update_cluster(
     name: str,
     body: ClusterUpdate,
     session: DbSession,
+    state: State,
     caller: Annotated[Principal, Depends(require("clusters.update"))],
 ) -> Cluster:
-    return service.update_cluster(session, name, body, caller.project)
+    return service.update_cluster(session, name, body, state.backend, caller.project)
 
 
 @router.delete("/{name}", status_code=202)

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.settings import Settings
@@ -32,6 +32,7 @@ from raydeck.runtime.artifacts import (
     remove_tree,
 )
 from raydeck.server.services import uri_policy
+from raydeck.server.services.model_artifacts import ArtifactLimits, TarLimiter
 
 __all__ = ["ArtifactStore"]
 
@@ -49,12 +50,14 @@ class ArtifactStore:
         self,
         root: str,
         staging_root: Path,
+        limits: ArtifactLimits | None = None,
         *,
         settings: Settings | None = None,
         user_project: str | None = None,
     ) -> None:
         self.root = root.rstrip("/")
         self.staging_root = staging_root
+        self.limits = limits or ArtifactLimits()
         self.settings, self.user_project = settings, user_project
 
     @classmethod
@@ -64,6 +67,7 @@ class ArtifactStore:
         return cls(
             settings.artifact_root,
             settings.home / "artifacts" / ".staging",
+            ArtifactLimits.from_settings(settings),
             settings=settings,
             user_project=user_project,
         )
@@ -127,8 +131,8 @@ class ArtifactStore:
                 "to send a local directory, upload it (the SDK and CLI do this for you)",
                 field="artifact_uri",
             )
-        if path.is_dir():
-            shutil.copytree(path, dest, dirs_exist_ok=True)
+        if path.is_dir():  # links stay links: the artifact checks refuse those leaving it
+            shutil.copytree(path, dest, symlinks=True, dirs_exist_ok=True)
         elif path.is_file() and _is_tarball(path.name):
             with path.open("rb") as handle:
                 self.stage_tarball(handle, dest, field="artifact_uri")
@@ -142,7 +146,12 @@ class ArtifactStore:
     def stage_tarball(self, archive: IO[bytes], dest: Path, *, field: str = "artifact") -> None:
         try:
             with tarfile.open(fileobj=archive, mode="r:*") as tar:
-                _extract_data(tar, dest)
+                # Every member is checked (paths, links, kinds, caps) before one is written;
+                # where Python has tarfile's "data" filter, it applies as well.
+                limiter = TarLimiter(self.limits, field)
+                members = [limiter.check(member, dest) for member in tar]
+                safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(dest, members=members, **safe)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise InvalidArgumentError(
                 f"{field} is not a readable .tar.gz archive: {exc}", field=field
@@ -180,30 +189,6 @@ class ArtifactStore:
             parent = local_path(uri).parent
             if parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
-
-
-def _extract_data(tar: tarfile.TarFile, dest: Path) -> None:
-    """Extract with Python's "data" filter (refuses absolute paths, '..', links leaving
-    ``dest``, devices); on a Python without it (Debian's 3.11.2) the same checks by hand."""
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(dest, filter="data")
-        return
-    root = os.path.realpath(dest)
-    members = tar.getmembers()
-    for member in members:
-        if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-            raise tarfile.TarError(f"{member.name!r} is not a regular file or directory")
-        target = os.path.realpath(os.path.join(root, member.name))
-        if Path(member.name).is_absolute() or not (target + "/").startswith(root + "/"):
-            raise tarfile.TarError(f"{member.name!r} would be outside the destination")
-        if member.issym() or member.islnk():
-            base = os.path.dirname(target) if member.issym() else root
-            linked = os.path.realpath(os.path.join(base, member.linkname))
-            if Path(member.linkname).is_absolute() or not (linked + "/").startswith(root + "/"):
-                raise tarfile.TarError(f"link {member.name!r} points outside the destination")
-        owner = 0o700 if member.isdir() else 0o600
-        member.mode = (member.mode | owner) & 0o755  # no setuid/setgid; the owner may read
-    tar.extractall(dest, members=members)
 
 
 def _not_a_directory(uri: str) -> InvalidArgumentError:

@@ -283,7 +283,10 @@ def _check_output_free(session: Session, request: BatchPredictionJobCreate) -> N
 
 
 def create_batch_prediction(
-    state: ServerState, request: BatchPredictionJobCreate, project: str = "default"
+    state: ServerState,
+    request: BatchPredictionJobCreate,
+    project: str = "default",
+    submitter: str | None = None,
 ) -> BatchPredictionJob:
     """Model and cluster must both be of ``project``; the job then belongs to it too."""
     with state.db.session() as session:
@@ -311,6 +314,7 @@ def create_batch_prediction(
         framework=version.framework.value,
         artifact_uri=version.artifact_uri,
         model_version=version.ref,
+        submitted_by=submitter,  # whom the job's token acts for
     )
     with state.db.session() as session:
         _check_output_free(session, request)

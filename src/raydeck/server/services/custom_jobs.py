@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from raydeck.core.ids import new_id
 from raydeck.core.models import Page
+from raydeck.core.models.limits import stored_data
 from raydeck.core.models.training import (
     CustomJob,
     CustomJobCreate,
@@ -39,7 +40,8 @@ def replicas_of(spec: CustomJobSpec, output_dir: str) -> list[ReplicaSpec]:
 
 
 def to_model(row: TrainingJobRow) -> CustomJob:
-    job_spec = CustomJobSpec.model_validate(row.spec["job_spec"])
+    with stored_data():
+        job_spec = CustomJobSpec.model_validate(row.spec["job_spec"])
     output_dir = row.spec["base_output_dir"]
     return CustomJob(
         id=row.id,
@@ -71,6 +73,7 @@ def create_custom_job(
     *,
     project: str,
     pipeline_id: str | None = None,
+    submitter: str | None = None,
 ) -> CustomJob:
     """In ``project``, on a cluster of that project (or an ephemeral one made there)."""
     job_id = new_id("cj")
@@ -86,7 +89,11 @@ def create_custom_job(
         project=project,
         display_name=request.display_name or job_id,
         state=TrainingState.QUEUED.value,
-        spec={"job_spec": spec.model_dump(mode="json"), "base_output_dir": output_dir},
+        spec={
+            "job_spec": spec.model_dump(mode="json"),
+            "base_output_dir": output_dir,
+            "submitted_by": submitter,  # whom the job's token acts for
+        },
         labels=dict(request.labels),
         attempt=0,
         pipeline_id=pipeline_id,

@@ -140,8 +140,13 @@ def check_budget(state: ServerState, project: str) -> None:
 
 
 async def submit_job(
-    state: ServerState, cluster: str, request: JobSubmit, project: str = "default"
+    state: ServerState,
+    cluster: str,
+    request: JobSubmit,
+    project: str = "default",
+    submitter: str | None = None,
 ) -> Job:
+    """``submitter``: the account the job's token acts for (narrowed to job permissions)."""
     await asyncio.to_thread(check_budget, state, project)
     target = await asyncio.to_thread(cluster_target, state, cluster, project)
     submission_id = request.submission_id or f"raydeck-{secrets.token_hex(8)}"
@@ -152,7 +157,7 @@ async def submit_job(
         )
     runtime_env = request.runtime_env
     if job_tokens.wants_job_token(runtime_env):
-        secret = await asyncio.to_thread(_issue_token, state, target, submission_id)
+        secret = await asyncio.to_thread(_issue_token, state, target, submission_id, submitter)
         runtime_env = job_tokens.job_runtime_env(
             runtime_env, state.settings, secret, target.project
         )
@@ -175,9 +180,11 @@ async def submit_job(
     return await asyncio.to_thread(record_submission, state, target, submission_id, request)
 
 
-def _issue_token(state: ServerState, target: ClusterTarget, submission_id: str) -> str:
+def _issue_token(
+    state: ServerState, target: ClusterTarget, submission_id: str, submitter: str | None
+) -> str:
     with state.db.session() as session:
-        return job_tokens.issue_job_token(session, target.cluster_id, submission_id)
+        return job_tokens.issue_job_token(session, target.cluster_id, submission_id, submitter)
 
 
 def _discard_token(state: ServerState, target: ClusterTarget, submission_id: str) -> None:

@@ -116,6 +116,7 @@ def create_tuning_job(
     *,
     project: str,
     pipeline_id: str | None = None,
+    submitter: str | None = None,
 ) -> HyperparameterTuningJob:
     """In ``project``, on a cluster of that project (or an ephemeral one made there)."""
     studies.validate_tuning_request(request)
@@ -130,6 +131,7 @@ def create_tuning_job(
     output_dir = request.trial_job_spec.base_output_dir or runs.default_output_dir(state, job_id)
     spec = request.model_dump(mode="json", exclude={"display_name", "cluster", "labels"})
     spec["base_output_dir"] = output_dir
+    spec["submitted_by"] = submitter  # whom the driver's and trials' tokens act for
     row = TrainingJobRow(
         id=job_id,
         kind=KIND,
