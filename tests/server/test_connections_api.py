@@ -215,3 +215,26 @@ def test_bigquery_connection_browses_through_the_rest_api(static_api: Api) -> No
         assert missing.status_code == 404
         assert missing.json()["error"]["field"] == "table"
         assert any("/tables/orders/data" in path for _, path in fake.requests)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "field"),
+    [
+        ("http://127.0.0.1:1", "api_endpoint"),  # nothing listens there
+        ("http://no-such-host.invalid", "api_endpoint"),  # no such name
+        ("http://127.0.0.1:1:2", "api_endpoint"),  # not a URL
+    ],
+)
+def test_a_bad_bigquery_endpoint_is_a_4xx_naming_it(
+    static_api: Api, endpoint: str, field: str
+) -> None:
+    static_api.settings.allowed_private_networks = "127.0.0.1"
+    body = {"name": "bq", "kind": "bigquery", "project": "my-project", "api_endpoint": endpoint}
+    status, created = _create(static_api, body)
+    if status == 201:  # stored (a name this server cannot resolve may resolve on a cluster)
+        answer = static_api.http.get(
+            "/api/v1/connections/bq/datasets", headers=static_api.headers()
+        )
+        status, created = answer.status_code, answer.json()
+    assert 400 <= status < 500, created
+    assert created["error"]["field"] == field, created

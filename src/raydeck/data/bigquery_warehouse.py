@@ -27,13 +27,15 @@ environment's application-default credentials.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
-from collections.abc import Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import ray.data
+import requests
 from google.api_core import exceptions as google_errors
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials, Credentials
@@ -47,6 +49,7 @@ from ray.data.datasource.datasource import Datasource, ReadTask
 
 from raydeck.core.errors import (
     AlreadyExistsError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     RaydeckError,
@@ -115,8 +118,39 @@ def _translate(exc: google_errors.GoogleAPICallError, what: str, field: str) -> 
     return UnavailableError(f"BigQuery did not answer for {what}: {message}")
 
 
+BROWSE_DEADLINE = 10.0  # seconds a server-side browse retries an endpoint that fails
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _endpoint_errors(method: _Method) -> _Method:
+    """An endpoint that cannot be reached (or retried out): 4xx naming ``api_endpoint``
+    (``connection`` without one), never a 500 or a request hanging for minutes."""
+
+    @functools.wraps(method)
+    def wrapper(self: BigQueryWarehouse, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (google_errors.RetryError, requests.exceptions.RequestException, OSError) as exc:
+            endpoint = self.connection.api_endpoint
+            where = f"api_endpoint {endpoint}" if endpoint else "BigQuery"
+            raise FailedPreconditionError(
+                f"connection {self.name!r}: {where} cannot be reached: {exc}"[:500],
+                field="api_endpoint" if endpoint else "connection",
+            ) from exc
+
+    return cast(_Method, wrapper)
+
+
 class BigQueryWarehouse(Warehouse):
     kind = ConnectionKind.BIGQUERY
+
+    @property
+    def _retry(self) -> Any:
+        """Server-side browsing gives up after ``BROWSE_DEADLINE``; cluster code keeps the
+        client library's default (minutes)."""
+        if self.server_side:
+            return bigquery.DEFAULT_RETRY.with_deadline(BROWSE_DEADLINE)
+        return bigquery.DEFAULT_RETRY
 
     # Client ---------------------------------------------------------------------------------
 
@@ -173,18 +207,20 @@ class BigQueryWarehouse(Warehouse):
 
     # Browsing -------------------------------------------------------------------------------
 
+    @_endpoint_errors
     def list_datasets(self) -> list[DatasetInfo]:
         with self.client() as client:
             try:
-                names = [d.dataset_id for d in client.list_datasets()]
+                names = [d.dataset_id for d in client.list_datasets(retry=self._retry)]
             except google_errors.GoogleAPICallError as exc:
                 raise _translate(exc, f"project {self.project}", "connection") from exc
         return [DatasetInfo(name=n) for n in sorted(names)]
 
+    @_endpoint_errors
     def list_tables(self, dataset: str) -> list[TableInfo]:
         with self.client() as client:
             try:
-                items = list(client.list_tables(f"{self.project}.{dataset}"))
+                items = list(client.list_tables(f"{self.project}.{dataset}", retry=self._retry))
             except google_errors.GoogleAPICallError as exc:
                 raise _translate(exc, f"dataset {self.name}.{dataset}", "dataset") from exc
             names = sorted(
@@ -192,13 +228,14 @@ class BigQueryWarehouse(Warehouse):
             )
             return [self._info(client, dataset, n) for n in names]
 
+    @_endpoint_errors
     def table_info(self, dataset: str, table: str) -> TableInfo:
         with self.client() as client:
             return self._info(client, dataset, table)
 
     def _get_table(self, client: bigquery.Client, dataset: str, table: str) -> bigquery.Table:
         try:
-            return client.get_table(self.table_id(dataset, table))
+            return client.get_table(self.table_id(dataset, table), retry=self._retry)
         except google_errors.NotFound:
             raise NotFoundError(
                 f"table {self.ref(dataset, table)} not found", field="table"
@@ -220,10 +257,11 @@ class BigQueryWarehouse(Warehouse):
             row_count=int(found.num_rows or 0),
         )
 
+    @_endpoint_errors
     def preview(self, dataset: str, table: str, limit: int) -> pa.Table:
         with self.client() as client:
             found = self._get_table(client, dataset, table)
-            rows = client.list_rows(found, max_results=limit)
+            rows = client.list_rows(found, max_results=limit, retry=self._retry)
             return rows.to_arrow(create_bqstorage_client=False)
 
     def _run_query(
@@ -232,11 +270,12 @@ class BigQueryWarehouse(Warehouse):
         """Run ``sql`` and wait; errors in the SQL surface here. Returns the job and an
         iterator over at most ``max_results`` rows of its result."""
         try:
-            job = client.query(sql)
-            return job, job.result(max_results=max_results)
+            job = client.query(sql, retry=self._retry)
+            return job, job.result(max_results=max_results, retry=self._retry)
         except google_errors.GoogleAPICallError as exc:
             raise _translate(exc, "query", "sql") from exc
 
+    @_endpoint_errors
     def query(self, sql: str, limit: int) -> pa.Table:
         body = require_read_only_sql(sql)
         with self.client() as client:

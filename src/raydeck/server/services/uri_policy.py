@@ -242,9 +242,8 @@ def fetch_url(
         for _ in range(MAX_REDIRECTS + 1):
             host, address, port = _check_url(settings, url, field=field)
             target = httpx.URL(url).copy_with(host=address)
-            netloc = host if port is None else f"{host}:{port}"
-            if ":" in host and port is None:
-                netloc = f"[{host}]"
+            shown = f"[{host}]" if ":" in host else host
+            netloc = shown if port is None else f"{shown}:{port}"
             try:
                 with client.stream(
                     "GET",
