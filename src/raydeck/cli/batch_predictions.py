@@ -94,7 +94,19 @@ def create(
     num_cpus: Annotated[float, typer.Option("--num-cpus", help="CPUs per replica.")] = 1,
     num_gpus: Annotated[float, typer.Option("--num-gpus", help="GPUs per replica.")] = 0,
     name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job ends.")] = False,
+    max_failed_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--max-failed-fraction",
+            min=0,
+            max=1,
+            help="FAIL the job when more than this fraction of rows failed "
+            "(0: any row; default: only when every row failed).",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the job ends (exit 1 unless SUCCEEDED).")
+    ] = False,
 ) -> None:
     """Run MODEL over --input files or an --input-table on CLUSTER, writing predictions to an
     --output directory or an --output-table."""
@@ -115,6 +127,7 @@ def create(
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             display_name=name,
+            max_failed_fraction=max_failed_fraction,
         )
         console.print(f"created {job.id} ({job.state.value})", highlight=False)
         if not wait:
@@ -127,6 +140,7 @@ def create(
             timeout=7 * 24 * 3600,
         )
     _show(job)
+    console.print(f"{job.id} {_describe(job)}", highlight=False)  # the final line: state, counts
     if job.state is not BatchPredictionState.SUCCEEDED:
         raise typer.Exit(1)
 

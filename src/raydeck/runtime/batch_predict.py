@@ -237,6 +237,7 @@ def run(
         if own_client and client is not None:
             client.close()
     batches = ray.get(counter.totals.remote())["batches"]
+    first_error = ray.get(counter.error_example.remote())
     ray.kill(counter)
     reporter.publish(rows, failed, batches, final=True)  # exact, from the sink
     seconds = time.monotonic() - started
@@ -246,6 +247,7 @@ def run(
         "rows_total": rows,
         "rows_succeeded": rows - failed,
         "rows_failed": failed,
+        "first_error": first_error if failed else None,
         "output_files": output_files,
         "output_table": spec.output.table,
         "input_files": len(files),

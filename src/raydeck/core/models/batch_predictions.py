@@ -33,6 +33,7 @@ __all__ = [
     "BatchPredictionState",
     "BatchResources",
     "BatchResourcesRecord",
+    "too_many_failed",
 ]
 
 Uri = Annotated[str, Field(min_length=1, max_length=4096)]
@@ -179,6 +180,28 @@ class BatchPredictionJobCreate(StrictModel):
     resources: BatchResources = Field(default_factory=BatchResources)
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 1  # model replicas
     parameters: dict[str, Any] | None = None  # passed to every predict call
+    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None,
+        description="The job FAILS when more than this fraction of its rows failed (0: any "
+        "failed row); default: only when every row failed",
+    )
+
+
+def too_many_failed(counts: BatchPredictionCounts, max_failed_fraction: float | None) -> str | None:
+    """Why a job whose rows all ran still FAILED (the error threshold), or None."""
+    total, failed = counts.rows_total, counts.rows_failed
+    if total <= 0 or failed <= 0:
+        return None
+    if max_failed_fraction is None:
+        if failed < total:
+            return None
+        return f"all {total} rows failed"
+    if failed <= max_failed_fraction * total:
+        return None
+    return (
+        f"{failed} of {total} rows failed ({failed / total:.0%}), over max_failed_fraction "
+        f"{max_failed_fraction:g}"
+    )
 
 
 class BatchInputRecord(BatchInput):
@@ -216,6 +239,7 @@ class BatchPredictionJob(LenientModel):
     resources: BatchResourcesRecord
     concurrency: int
     parameters: dict[str, Any] | None = None
+    max_failed_fraction: float | None = None
     state: BatchPredictionState
     state_reason: str | None = None
     counts: BatchPredictionCounts = Field(default_factory=BatchPredictionCounts)

@@ -20,7 +20,12 @@ from sqlalchemy import select
 from raydeck.backends.ray_api import RayJobInfo
 from raydeck.core.errors import AlreadyExistsError, NotFoundError, RaydeckError, UnavailableError
 from raydeck.core.models import JobSubmit
-from raydeck.core.models.batch_predictions import TERMINAL_BATCH_STATES, BatchPredictionState
+from raydeck.core.models.batch_predictions import (
+    TERMINAL_BATCH_STATES,
+    BatchPredictionCounts,
+    BatchPredictionState,
+    too_many_failed,
+)
 from raydeck.db.models import BatchPredictionJobRow, ClusterRow, JobRow, utcnow
 from raydeck.runtime.batch_files import (
     ERROR_MARKER,
@@ -60,6 +65,7 @@ class _Work:
     target: ClusterTarget
     output_uri: str
     entrypoint: str
+    max_failed_fraction: float | None = None
 
 
 class BatchPredictionReconciler:
@@ -104,6 +110,7 @@ class BatchPredictionReconciler:
                         target,
                         status_uri(row.spec),
                         entrypoint(row) if row.state == S.QUEUED.value else "",
+                        row.spec.get("max_failed_fraction"),
                     )
                 )
         return work
@@ -218,7 +225,8 @@ class BatchPredictionReconciler:
                 reason = f"the job ended without writing {SUMMARY_FILE}"
                 await asyncio.to_thread(self._store, work, info, S.FAILED, reason)
             else:
-                await asyncio.to_thread(self._store, work, info, S.SUCCEEDED, None, summary)
+                end, why = _outcome(summary, work.max_failed_fraction)
+                await asyncio.to_thread(self._store, work, info, end, why, summary)
             return
         progress = await asyncio.to_thread(read_json_file, join_uri(work.output_uri, PROGRESS_FILE))
         if status == "FAILED":
@@ -268,6 +276,20 @@ class BatchPredictionReconciler:
             if new_state in TERMINAL_BATCH_STATES:
                 row.end_time = (info.end_time if info else None) or utcnow()
                 job_tokens.revoke_job_token(session, row.cluster_id, row.submission_id)
+
+
+def _outcome(
+    summary: dict[str, Any], max_failed_fraction: float | None
+) -> tuple[BatchPredictionState, str | None]:
+    """SUCCEEDED, unless the rows that failed cross the job's error threshold."""
+    counts = BatchPredictionCounts.model_validate(summary)
+    reason = too_many_failed(counts, max_failed_fraction)
+    if reason is None:
+        return S.SUCCEEDED, None
+    example = summary.get("first_error")
+    if isinstance(example, str) and example:
+        reason += f"; e.g. {example}"
+    return S.FAILED, reason
 
 
 def _apply_results(row: BatchPredictionJobRow, results: dict[str, Any]) -> None:

@@ -96,6 +96,7 @@ def to_model(row: BatchPredictionJobRow) -> BatchPredictionJob:
         resources=spec["resources"],
         concurrency=spec["concurrency"],
         parameters=spec.get("parameters"),
+        max_failed_fraction=spec.get("max_failed_fraction"),
         state=BatchPredictionState(row.state),
         state_reason=row.state_reason,
         counts=BatchPredictionCounts(
