@@ -102,7 +102,7 @@ class BatchPredictor:
         predictions = predict_rows(self.predictor, rows, self.config.parameters, columns)
         errors = [str(error) for error in rows.errors if error is not None]
         # progress only (the sink counts exactly), plus one example of what went wrong
-        self.counter.add.remote(len(rows), len(errors), errors[0] if errors else None)  # progress only: the sink counts exactly
+        self.counter.add.remote(len(rows), len(errors), errors[0] if errors else None)
         predicted = output_table(rows, predictions)
         if self.config.table_output:
             return table_output(predicted, batch if self.config.table_input else None)

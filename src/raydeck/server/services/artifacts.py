@@ -169,4 +169,4 @@ def _extract_safely(tar: tarfile.TarFile, dest: Path) -> None:
         if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
             raise tarfile.TarError(f"refusing archive entry {member.name!r}")
         member.mode &= 0o777
-    tar.extractall(dest, members=members)  # noqa: S202 - every member checked above
+    tar.extractall(dest, members=members)  # every member checked above
