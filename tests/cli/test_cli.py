@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from raydeck.client import RaydeckClient
+from raydeck.core.errors import NotFoundError
 from raydeck.devtools import free_port
 from tests.ray_fixtures import LiveServer
 
@@ -41,11 +44,23 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
         (["clusters", "scale", "ghost", "-p", "w", "-r", "0"], ["replica_count"]),
         (["jobs", "get", "job-nope"], ["not_found"]),
         (["jobs", "submit", "-c", "ghost", "--", "echo", "hi"], ["not_found", "ghost"]),
+        # with a working dir to upload: the same error, not Ray's "Version check returned 404"
+        (["jobs", "submit", "-c", "ghost", "-w", ".", "--", "echo", "hi"], ["not_found", "ghost"]),
         (["clusters", "list", "--state", "SLEEPING"], ["SLEEPING"]),
     ],
 )
 def test_errors_are_one_line(live_server: LiveServer, args: list[str], needles: list[str]) -> None:
     assert_one_line_error(raydeck(live_server.client_env(), *args), *needles)
+
+
+def test_sdk_submit_with_working_dir_checks_the_cluster_first(
+    live_client: RaydeckClient, tmp_path: Path
+) -> None:
+    (tmp_path / "job.py").write_text("print('hi')\n")
+    with pytest.raises(NotFoundError) as missing:
+        live_client.jobs.submit("ghost", "python job.py", working_dir=tmp_path)
+    assert missing.value.field == "cluster" and "ghost" in missing.value.message
+    assert "Version check" not in missing.value.message
 
 
 def test_unreachable_server_is_one_line() -> None:
