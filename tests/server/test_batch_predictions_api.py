@@ -163,6 +163,9 @@ def test_error_threshold(total: int, failed: int, fraction: float | None, fails:
         ({"batch_size": -5}, 400, "batch_size"),
         ({"concurrency": 0}, 400, "concurrency"),
         ({"resources": {"num_cpus": -1}}, 400, "resources.num_cpus"),
+        # more than any node of "dev" (one 1-CPU head) can ever have
+        ({"resources": {"num_cpus": 2}}, 400, "resources.num_cpus"),
+        ({"resources": {"num_gpus": 1}}, 400, "resources.num_gpus"),
         ({"output": {"uri": "{root}/used"}}, 400, "output.uri"),
         ({"output": {"uri": "{data}/a.jsonl"}}, 400, "output.uri"),
         ({"output": {"uri": "relative/out"}}, 400, "output.uri"),

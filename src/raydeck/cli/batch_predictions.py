@@ -91,8 +91,19 @@ def create(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per predict call.")] = 256,
     concurrency: Annotated[int, typer.Option(help="Model replicas.")] = 1,
-    num_cpus: Annotated[float, typer.Option("--num-cpus", help="CPUs per replica.")] = 1,
-    num_gpus: Annotated[float, typer.Option("--num-gpus", help="GPUs per replica.")] = 0,
+    num_cpus: Annotated[
+        float | None,
+        typer.Option(
+            "--cpus",
+            help="CPUs per model replica (default: 1, or the largest free slot when smaller).",
+        ),
+    ] = None,
+    num_cpus_alias: Annotated[
+        float | None, typer.Option("--num-cpus", hidden=True, help="Old name of --cpus.")
+    ] = None,
+    num_gpus: Annotated[
+        float, typer.Option("--gpus", "--num-gpus", help="GPUs per model replica.")
+    ] = 0,
     name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
     max_failed_fraction: Annotated[
         float | None,
@@ -124,7 +135,7 @@ def create(
             feature_columns=feature_columns,
             batch_size=batch_size,
             concurrency=concurrency,
-            num_cpus=num_cpus,
+            num_cpus=num_cpus if num_cpus is not None else num_cpus_alias,
             num_gpus=num_gpus,
             display_name=name,
             max_failed_fraction=max_failed_fraction,

@@ -11,7 +11,14 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["console", "err_console", "print_json", "print_table", "wait_with_progress"]
+__all__ = [
+    "console",
+    "err_console",
+    "print_json",
+    "print_table",
+    "state_line",
+    "wait_with_progress",
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,6 +45,16 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     console.print(table)
 
 
+def state_line(value: object) -> str | None:
+    """ "STATE: reason" of a resource with ``state`` (and ``state_reason`` or ``message``)."""
+    state = getattr(value, "state", None)
+    if state is None:
+        return None
+    text = str(getattr(state, "value", state))
+    reason = getattr(value, "state_reason", None) or getattr(value, "message", None)
+    return f"{text}: {reason}" if reason else text
+
+
 def wait_with_progress(
     description: str,
     poll: Callable[[], T],
@@ -46,13 +63,23 @@ def wait_with_progress(
     *,
     timeout: float,
     interval: float = 0.5,
+    milestone: Callable[[T], str | None] = state_line,
 ) -> T:
-    """Poll until ``done``; shows a live spinner with the current state and elapsed time."""
+    """Poll until ``done``; shows a live spinner with the current state and elapsed time, and
+    prints a line (on stderr) each time ``milestone`` (the state and its reason) changes, so
+    what the work is waiting for shows where the user looks, on a terminal or in a log."""
     start = time.monotonic()
+    last: str | None = None
     with err_console.status(description) as status:
         while True:
             value = poll()
             elapsed = time.monotonic() - start
+            line = milestone(value)
+            if line is not None and line != last:
+                err_console.print(
+                    f"{description}: {line} ({elapsed:.0f}s)", highlight=False, markup=False
+                )
+                last = line
             status.update(f"{description}: {describe(value)} ({elapsed:.1f}s)")
             if done(value):
                 return value

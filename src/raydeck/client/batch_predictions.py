@@ -59,7 +59,7 @@ class BatchPredictionApi:
         feature_columns: Sequence[str] | None = None,
         batch_size: int = 256,
         concurrency: int = 1,
-        num_cpus: float = 1,
+        num_cpus: float | None = None,
         num_gpus: float = 0,
         parameters: dict[str, Any] | None = None,
         display_name: str | None = None,

@@ -63,10 +63,12 @@ class TableDatasink(Datasink[_Return]):
     rows_written: int = 0
 
 
-def write_through(ds: Dataset, sink: Datasink[Any]) -> None:
-    """``ds.write_datasink(sink)``, with our own typed error out of Ray's wrappers."""
+def write_through(ds: Dataset, sink: Datasink[Any], *, num_cpus: float | None = None) -> None:
+    """``ds.write_datasink(sink)``, with our own typed error out of Ray's wrappers;
+    ``num_cpus`` per write task (Ray Data's default is 1)."""
     try:
-        ds.write_datasink(sink)
+        args = None if num_cpus is None else {"num_cpus": num_cpus}
+        ds.write_datasink(sink, ray_remote_args=args)
     except Exception as exc:
         raise (find_raydeck_error(exc) or exc) from exc
 
@@ -204,7 +206,10 @@ class Warehouse(ABC):
     # Ray Data (code on a cluster) -------------------------------------------------------
 
     @abstractmethod
-    def read_table(self, dataset: str, table: str, *, parallelism: int = -1) -> Dataset: ...
+    def read_table(
+        self, dataset: str, table: str, *, parallelism: int = -1, num_cpus: float | None = None
+    ) -> Dataset:
+        """``num_cpus``: per read task (Ray Data's default is 1)."""
 
     @abstractmethod
     def read_query(self, sql: str, *, parallelism: int = -1) -> Dataset: ...

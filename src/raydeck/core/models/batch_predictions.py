@@ -164,9 +164,11 @@ class BatchOutput(StrictModel):
 
 
 class BatchResources(StrictModel):
-    """Per model replica (one Ray Data actor)."""
+    """Per model replica (one Ray Data actor); the job's read and write tasks take at most as
+    many CPUs. ``num_cpus`` left out: 1, or less when no node of the cluster has 1 CPU free
+    (the largest free slot), so the job can start."""
 
-    num_cpus: Annotated[float, Field(ge=0, le=1024)] = 1
+    num_cpus: Annotated[float, Field(ge=0, le=1024)] | None = None
     num_gpus: Annotated[float, Field(ge=0, le=64)] = 0
 
 
@@ -216,6 +218,7 @@ class BatchOutputRecord(BatchOutput):
 
 class BatchResourcesRecord(BatchResources):
     model_config = LenientModel.model_config
+    num_cpus: float | None = 1  # always resolved when stored
 
 
 class BatchPredictionCounts(LenientModel):

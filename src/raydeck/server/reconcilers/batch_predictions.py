@@ -35,7 +35,7 @@ from raydeck.runtime.batch_files import (
     read_json_file,
 )
 from raydeck.server.reconcilers.loop import ReconcileLoop
-from raydeck.server.services import job_tokens
+from raydeck.server.services import capacity, job_tokens
 from raydeck.server.services import jobs as job_service
 from raydeck.server.services.batch_predictions import LIVE_STATES, entrypoint, status_uri
 from raydeck.server.services.clusters import ACTIVE_STATES
@@ -66,6 +66,7 @@ class _Work:
     output_uri: str
     entrypoint: str
     max_failed_fraction: float | None = None
+    node_names: dict[str, str] | None = None  # raylet address → node name, for reasons
 
 
 class BatchPredictionReconciler:
@@ -111,6 +112,7 @@ class BatchPredictionReconciler:
                         status_uri(row.spec),
                         entrypoint(row) if row.state == S.QUEUED.value else "",
                         row.spec.get("max_failed_fraction"),
+                        capacity.node_names(cluster.spec),
                     )
                 )
         return work
@@ -235,8 +237,19 @@ class BatchPredictionReconciler:
         elif status == "STOPPED":
             reason = "the Ray job was stopped outside Raydeck"
             await asyncio.to_thread(self._store, work, info, S.CANCELLED, reason, progress)
-        elif status == "RUNNING":
-            await asyncio.to_thread(self._store, work, info, S.RUNNING, None, progress)
+        elif status in ("PENDING", "RUNNING"):
+            moving = bool(progress and progress.get("rows_total"))
+            waiting = None if moving else await self._waiting(work)
+            new_state = S.RUNNING if status == "RUNNING" else S.PENDING
+            await asyncio.to_thread(self._store, work, info, new_state, waiting, progress)
+
+    async def _waiting(self, work: _Work) -> str | None:
+        """What the job waits for while no row has gone through: Ray's pending work that fits
+        no node's free resources now ("waiting for 1 CPU; largest free slot 0.5 CPU on …")."""
+        load = await capacity.fetch_load(work.target.dashboard_url, work.target.ray_auth_token)
+        if load is None:
+            return None
+        return capacity.waiting_reason(load, work.node_names or {})
 
     async def _cancel(self, work: _Work) -> None:
         info = await self._ray_job(work)  # asks Ray to stop it, then looks

@@ -141,6 +141,7 @@ def create_tuning_job(
         request.cluster,
         request.trial_job_spec,
         parallel=request.parallel_trial_count,
+        field="trial_job_spec.worker_pool_specs",
     )
     session.add(row)
     session.flush()
