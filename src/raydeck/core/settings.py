@@ -22,6 +22,7 @@
 | RAYDECK_LOG_RETENTION_MAX_BYTES | 268435456 | oldest log records go first above this much text |
 | RAYDECK_SECRET_KEY_FILE | $RAYDECK_HOME/secret.key | key encrypting stored connection secrets |
 | RAYDECK_WAREHOUSE_DIR | $RAYDECK_HOME/warehouse | where `duckdb` connections keep their files |
+| RAYDECK_DATA_LOAD_MAX_BYTES | 268435456 | largest file `raydeck data load` accepts |
 | RAYDECK_MLFLOW_TRACKING_URI | (none) | MLflow server that jobs and trials are mirrored to |
 | RAYDECK_MLFLOW_TRACKING_TOKEN | (none) | bearer token sent to that server, if it wants one |
 | RAYDECK_MLFLOW_SYNC_INTERVAL | 5.0 | seconds between mirroring passes |
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     log_collect_interval: float = 2.0
     log_retention_days: float = 7.0
     log_retention_max_bytes: int = 256 * 1024**2
+    data_load_max_bytes: int = 256 * 1024**2
     secret_key_file: Path | None = None
     warehouse_dir: Path | None = None
     mlflow_tracking_uri: str | None = None

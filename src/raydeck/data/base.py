@@ -23,7 +23,9 @@ from typing import Any, ClassVar, TypeVar
 import pyarrow as pa  # type: ignore[import-untyped]
 from pydantic_core import to_jsonable_python
 from ray.data import Dataset
+from ray.data._internal.execution.interfaces import TaskContext
 from ray.data.datasource.datasink import Datasink
+from ray.data.datasource.datasink import WriteResult as RayWriteResult
 
 from raydeck.core.errors import InvalidArgumentError, RaydeckError
 from raydeck.core.models.warehouse import (
@@ -223,6 +225,25 @@ class Warehouse(ABC):
         """Stage ``ds`` with Ray Data write tasks, then commit once; all or nothing."""
         sink = self.table_sink(dataset, table, mode)
         write_through(ds, sink)
+        return WriteResult(
+            table=self.ref(dataset, table), mode=mode, rows_written=sink.rows_written
+        )
+
+    def write_arrow(self, data: pa.Table, dataset: str, table: str, mode: WriteMode) -> WriteResult:
+        """``data`` (already in memory) through the same staged, all-or-nothing datasink as
+        ``write_table``, its hooks run here instead of in Ray Data tasks (one write task)."""
+        sink = self.table_sink(dataset, table, mode)
+        sink.on_write_start(data.schema)
+        try:
+            returns = [sink.write([data], TaskContext(task_idx=0, op_name="load"))]
+            sink.on_write_complete(
+                RayWriteResult(
+                    num_rows=data.num_rows, size_bytes=data.nbytes, write_returns=returns
+                )
+            )
+        except Exception as exc:
+            sink.on_write_failed(exc)
+            raise
         return WriteResult(
             table=self.ref(dataset, table), mode=mode, rows_written=sink.rows_written
         )
