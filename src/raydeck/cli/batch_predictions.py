@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from raydeck.cli.output import console, print_json, print_table, wait_with_progress
+from raydeck.cli.output import console, print_ids, print_json, print_table, wait_with_progress
 from raydeck.client import RaydeckClient
 from raydeck.core.models.batch_predictions import (
     TERMINAL_BATCH_STATES,
@@ -22,7 +22,7 @@ app = typer.Typer(
     help="Predict over files or warehouse tables with a registered model.", no_args_is_help=True
 )
 
-Output = Annotated[str, typer.Option("--output", "-o", help="table|json")]
+Output = Annotated[str, typer.Option("--output", "-o", help="table|json|id")]
 
 
 def _counts(job: BatchPredictionJob) -> str:
@@ -173,6 +173,9 @@ def list_jobs(
     """List batch prediction jobs."""
     with RaydeckClient() as client:
         page = client.batch_predictions.list(state=state, cluster=cluster, page_size=1000)
+    if output == "id":  # one id per line, oldest first: for scripts
+        print_ids(page.items)
+        return
     if output == "json":
         print_json(page.items)
         return

@@ -14,6 +14,7 @@ from rich.table import Table
 __all__ = [
     "console",
     "err_console",
+    "print_ids",
     "print_json",
     "print_table",
     "state_line",
@@ -34,6 +35,12 @@ def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
     else:
         data = [v.model_dump(mode="json") for v in value]
     console.print_json(json.dumps(data))
+
+
+def print_ids(items: Sequence[Any]) -> None:
+    """``-o id``: each item's full id on its own line (``$(raydeck … list -o id)``)."""
+    for item in items:
+        console.print(item.id, highlight=False, markup=False, soft_wrap=True)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
