@@ -201,7 +201,9 @@ def delete(job_id: str) -> None:
 @app.command("metrics")
 def metrics(
     job_id: str,
-    trial_id: str,
+    trial_id: Annotated[
+        str, typer.Argument(help="The trial's number (as `hpt trials` shows) or id.")
+    ],
     metric: Annotated[str | None, typer.Option("--metric", "-m", help="Only this metric.")] = None,
     output: Output = "table",
 ) -> None:
@@ -214,7 +216,9 @@ def metrics(
 @app.command("artifacts")
 def artifacts(
     job_id: str,
-    trial_id: str,
+    trial_id: Annotated[
+        str, typer.Argument(help="The trial's number (as `hpt trials` shows) or id.")
+    ],
     download: Download = None,
     dest: Dest = Path("."),
     output: Output = "table",
