@@ -283,6 +283,7 @@ class RaydeckClient:
         )
         self.project = config.project or "default"
         self.server = config.server
+        self.token = config.token  # the bearer token it sends (for Ray's JobSubmissionClient)
         self.clusters = ClusterApi(self._api)
         self.jobs = JobApi(self._api)
         self.tokens = TokenApi(self._api)
