@@ -37,8 +37,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
     ("args", "needles"),
     [
         (["clusters", "get", "ghost"], ["not_found", "ghost"]),
-        (["clusters", "create", "Bad_Name", "--no-wait"], ["invalid_argument", "name"]),
-        (["clusters", "create", "x", "-p", "name=w,replicas=0", "--no-wait"], ["replica_count"]),
+        # the pattern survives the console's markup ([..] is rich's tag syntax)
+        (
+            ["clusters", "create", "Bad_Name", "--no-wait"],
+            ["invalid_argument", "name", "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"],
+        ),
+        # --pool errors name the key as typed, not the API field (worker_pools.0.replica_count)
+        (
+            ["clusters", "create", "x", "-p", "name=w,replicas=0", "--no-wait"],
+            ["--pool #1 replicas"],
+        ),
+        (["clusters", "create", "x", "-p", "name=w,replicas=two", "--no-wait"], ["replicas='two'"]),
         (["clusters", "create", "x", "-p", "name=w,colour=red", "--no-wait"], ["colour"]),
         (["clusters", "scale", "ghost", "-p", "w", "-r", "2", "--no-wait"], ["not_found"]),
         (["clusters", "scale", "ghost", "-p", "w", "-r", "0"], ["replica_count"]),
