@@ -43,12 +43,24 @@ def print_ids(items: Sequence[Any]) -> None:
         console.print(item.id, highlight=False, markup=False, soft_wrap=True)
 
 
+def _is_id(column: str) -> bool:
+    name = column.lower()
+    return name in ("id", "job", "trial") or name.endswith((" id", "_id"))
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Id columns are never cut (users copy them into the next command); the other columns
+    wrap to fit the terminal."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+    for index, column in enumerate(columns):
+        if _is_id(column):
+            width = max([len(column), *(len(row[index]) for row in cells)])
+            table.add_column(column, no_wrap=True, min_width=width)
+        else:
+            table.add_column(column, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
 
 
