@@ -78,10 +78,15 @@ def _check_columns(files: list[str], fmt: BatchInputFormat, wanted: list[str] | 
         )
 
 
+# CPUs each read and write task reserves. Ray Data's default of 1 left a job stuck once its
+# model replica had taken the one whole free CPU and the rest of the cluster was in halves
+# (two 0.5-CPU deployments on 1-CPU workers): reads and writes are mostly I/O.
+IO_TASK_CPUS = 0.25
+
+
 def io_cpus(spec: BatchPredictSpec) -> float:
-    """CPUs per read/write task: Ray Data's 1, or the replica's own CPUs when it takes less,
-    so a job whose replica fits the cluster's free slot is not stuck on its reads."""
-    return min(1.0, spec.num_cpus) if spec.num_cpus > 0 else 1.0
+    """CPUs per read/write task: IO_TASK_CPUS, or the replica's own when it takes less."""
+    return min(IO_TASK_CPUS, spec.num_cpus) if spec.num_cpus > 0 else IO_TASK_CPUS
 
 
 def read_input(

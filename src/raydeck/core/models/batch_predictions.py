@@ -164,9 +164,9 @@ class BatchOutput(StrictModel):
 
 
 class BatchResources(StrictModel):
-    """Per model replica (one Ray Data actor); the job's read and write tasks take at most as
-    many CPUs. ``num_cpus`` left out: 1, or less when no node of the cluster has 1 CPU free
-    (the largest free slot), so the job can start."""
+    """Per model replica (one Ray Data actor); the job's read and write tasks take 0.25 CPU
+    each (less when the replica does). ``num_cpus`` left out: 1, or less when no node of the
+    cluster has 1 CPU free (the largest free slot), so the job can start."""
 
     num_cpus: Annotated[float, Field(ge=0, le=1024)] | None = None
     num_gpus: Annotated[float, Field(ge=0, le=64)] = 0
