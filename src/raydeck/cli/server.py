@@ -87,7 +87,7 @@ def _start_in_background(host: str | None, port: int | None, log_level: str) -> 
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://{host or settings.host}:{port or settings.port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a first start migrates; a busy machine is slow
     with err_console.status(f"starting the Raydeck server on {url}"):
         while True:
             if process.poll() is not None:
