@@ -100,6 +100,11 @@ def test_tokens_create_list_revoke(live_server: LiveServer) -> None:
     assert_one_line_error(raydeck(viewer_env, "clusters", "list"), "unauthenticated")
 
 
+def test_first_start_is_quiet_about_migrations(live_server: LiveServer) -> None:
+    log = live_server.log_path.read_text()
+    assert "Created the admin token" in log and "Running upgrade" not in log
+
+
 def test_credentials_file_is_private(live_server: LiveServer) -> None:
     mode = (live_server.home / "credentials").stat().st_mode & 0o777
     assert mode == 0o600

@@ -31,6 +31,7 @@ from tests.readme_blocks import README, RUNNABLE, Block, readme_blocks
 
 REPO = README.parent
 BLOCK_TIMEOUT = 900  # seconds; a block that hangs (work that never fits) fails the test
+SURPRISES = ("Traceback", "-/predict", "Version check returned", "Running upgrade")
 
 
 def test_every_block_is_run_skipped_with_a_reason_or_a_file_of_the_repo() -> None:
@@ -101,6 +102,8 @@ class ReadmeRun:
                 f"{output[-6000:]}"
             )
         print(f"\n--- {block.describe()} ({seconds:.1f}s)\n{output[-3000:]}")
+        for surprise in SURPRISES:  # things a new user tripped over once
+            assert surprise not in output, f"{block.describe()} printed {surprise!r}:\n{output}"
         return output
 
     def client(self) -> RaydeckClient | None:
@@ -181,5 +184,12 @@ def test_readme_runs_as_written(readme_run: ReadmeRun) -> None:
             readme_run.run(block)
     client = readme_run.client()
     assert client is not None
-    with client:  # the README ends by deleting its cluster
-        assert client.clusters.list().items == []
+    with client:
+        assert client.clusters.list().items == []  # the README ends by deleting its cluster
+        # every job and batch prediction it started ended well (a failed one is a surprise)
+        jobs = client.jobs.list(page_size=1000).items
+        assert {j.state.value for j in jobs} == {"SUCCEEDED"}, [
+            (j.id, j.entrypoint, j.state.value, j.message) for j in jobs
+        ]
+        batches = client.batch_predictions.list(page_size=1000).items
+        assert len(batches) == 2 and {b.state.value for b in batches} == {"SUCCEEDED"}
