@@ -20,7 +20,7 @@ def raydeck(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         env={**env, "COLUMNS": "200"},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,  # `--wait` commands on a loaded 2-core machine take minutes
     )
 
 
