@@ -140,3 +140,12 @@ class ClusterBackend(ABC):
     @abstractmethod
     def delete(self, spec: ClusterSpec) -> None:
         """Stop every process/resource of this cluster and only this cluster; idempotent."""
+
+    def check_capacity(self, spec: ClusterSpec) -> None:
+        """Refuse a spec no host of this backend could ever hold, with an
+        ``InvalidArgumentError`` naming the field (``head.num_cpus``,
+        ``worker_pools[1].memory``, ``worker_pools``). ``pool.replicas`` is the most the pool
+        may grow to. Cheap and pure: called before a cluster is stored or resized and
+        before every apply. The API's caps (``core/models/limits.py``) already hold; a
+        backend with host limits of its own adds them here."""
+        del spec  # nothing beyond the API's caps by default
