@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from raydeck.client import RaydeckClient
+from raydeck.core.errors import NotFoundError
 from raydeck.devtools import free_port
 from tests.ray_fixtures import LiveServer
 
@@ -17,7 +20,7 @@ def raydeck(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         env={**env, "COLUMNS": "200"},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,  # `--wait` commands on a loaded 2-core machine take minutes
     )
 
 
@@ -34,18 +37,39 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
     ("args", "needles"),
     [
         (["clusters", "get", "ghost"], ["not_found", "ghost"]),
-        (["clusters", "create", "Bad_Name", "--no-wait"], ["invalid_argument", "name"]),
-        (["clusters", "create", "x", "-p", "name=w,replicas=0", "--no-wait"], ["replica_count"]),
+        # the pattern survives the console's markup ([..] is rich's tag syntax)
+        (
+            ["clusters", "create", "Bad_Name", "--no-wait"],
+            ["invalid_argument", "name", "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$"],
+        ),
+        # --pool errors name the key as typed, not the API field (worker_pools.0.replica_count)
+        (
+            ["clusters", "create", "x", "-p", "name=w,replicas=0", "--no-wait"],
+            ["--pool #1 replicas"],
+        ),
+        (["clusters", "create", "x", "-p", "name=w,replicas=two", "--no-wait"], ["replicas='two'"]),
         (["clusters", "create", "x", "-p", "name=w,colour=red", "--no-wait"], ["colour"]),
         (["clusters", "scale", "ghost", "-p", "w", "-r", "2", "--no-wait"], ["not_found"]),
         (["clusters", "scale", "ghost", "-p", "w", "-r", "0"], ["replica_count"]),
         (["jobs", "get", "job-nope"], ["not_found"]),
         (["jobs", "submit", "-c", "ghost", "--", "echo", "hi"], ["not_found", "ghost"]),
+        # with a working dir to upload: the same error, not Ray's "Version check returned 404"
+        (["jobs", "submit", "-c", "ghost", "-w", ".", "--", "echo", "hi"], ["not_found", "ghost"]),
         (["clusters", "list", "--state", "SLEEPING"], ["SLEEPING"]),
     ],
 )
 def test_errors_are_one_line(live_server: LiveServer, args: list[str], needles: list[str]) -> None:
     assert_one_line_error(raydeck(live_server.client_env(), *args), *needles)
+
+
+def test_sdk_submit_with_working_dir_checks_the_cluster_first(
+    live_client: RaydeckClient, tmp_path: Path
+) -> None:
+    (tmp_path / "job.py").write_text("print('hi')\n")
+    with pytest.raises(NotFoundError) as missing:
+        live_client.jobs.submit("ghost", "python job.py", working_dir=tmp_path)
+    assert missing.value.field == "cluster" and "ghost" in missing.value.message
+    assert "Version check" not in missing.value.message
 
 
 def test_unreachable_server_is_one_line() -> None:
@@ -74,6 +98,11 @@ def test_tokens_create_list_revoke(live_server: LiveServer) -> None:
     )
     assert raydeck(env, "tokens", "revoke", "cli-viewer").returncode == 0
     assert_one_line_error(raydeck(viewer_env, "clusters", "list"), "unauthenticated")
+
+
+def test_first_start_is_quiet_about_migrations(live_server: LiveServer) -> None:
+    log = live_server.log_path.read_text()
+    assert "Created the admin token" in log and "Running upgrade" not in log
 
 
 def test_credentials_file_is_private(live_server: LiveServer) -> None:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
 from tests.cli.test_cli import assert_one_line_error, raydeck
@@ -79,6 +81,57 @@ def test_secret_from_stdin_is_never_printed(live_server: LiveServer) -> None:
     result = raydeck(env, "data", "tables", "clipg")
     assert_one_line_error(result, "unavailable", "clipg")
     assert "hunter2-secret" not in result.stderr
+
+
+def test_empty_secret_stdin_is_refused(live_server: LiveServer) -> None:
+    url = "postgresql+psycopg://bob@127.0.0.1:1/db"
+    args = ["data", "connections", "create", "nopw", "-k", "sql", "--url", url, "--secret-stdin"]
+    result = _with_stdin(live_server.client_env(), "\n", *args)
+    assert_one_line_error(result, "--secret-stdin", "empty")
+    listed = raydeck(live_server.client_env(), "data", "connections", "list")
+    assert "nopw" not in listed.stdout
+
+
+def test_data_load_creates_appends_and_overwrites(live_server: LiveServer, tmp_path: Path) -> None:
+    """Files into a warehouse table through the server: the format from the extension, rows
+    staged and committed at once; a second create is refused and changes nothing."""
+    env = live_server.client_env()
+    assert raydeck(env, "data", "connections", "create", "loadwh", "-k", "duckdb").returncode == 0
+    (tmp_path / "orders.csv").write_text("id,region,total\n1,eu,10.5\n2,us,3\n3,eu,7\n")
+    loaded = raydeck(env, "data", "load", "loadwh.main.orders", str(tmp_path / "orders.csv"))
+    assert loaded.returncode == 0, loaded.stderr
+    assert "loaded 3 rows into loadwh.main.orders (create)" in loaded.stdout
+    query = "SELECT region, sum(total) AS t FROM main.orders GROUP BY 1 ORDER BY 1"
+    result = raydeck(env, "data", "query", "loadwh", query, "-o", "json")
+    assert json.loads(result.stdout)["rows"] == [["eu", 17.5], ["us", 3.0]]
+
+    again = raydeck(env, "data", "load", "loadwh.main.orders", str(tmp_path / "orders.csv"))
+    assert_one_line_error(again, "already_exists", "orders")
+    (tmp_path / "more.jsonl").write_text('{"id": 4, "region": "us", "total": 1.0}\n')
+    appended = raydeck(
+        env, "data", "load", "loadwh.main.orders", str(tmp_path / "more.jsonl"), "--mode", "append"
+    )
+    assert appended.returncode == 0, appended.stderr
+    count = raydeck(
+        env, "data", "query", "loadwh", "SELECT count(*) FROM main.orders", "-o", "json"
+    )
+    assert json.loads(count.stdout)["rows"] == [[4]]
+
+    pq.write_table(pa.table({"id": [9], "region": ["ap"]}), tmp_path / "new.parquet")
+    replaced = raydeck(
+        env, "data", "load", "loadwh.main.orders", str(tmp_path / "new.parquet"),
+        "--mode", "overwrite",
+    )  # fmt: skip
+    assert replaced.returncode == 0, replaced.stderr
+    preview = raydeck(env, "data", "preview", "loadwh.main.orders", "-o", "json")
+    assert json.loads(preview.stdout)["rows"] == [[9, "ap"]]
+
+    (tmp_path / "notes.txt").write_text("hello\n")
+    unknown = raydeck(env, "data", "load", "loadwh.main.t2", str(tmp_path / "notes.txt"))
+    assert_one_line_error(unknown, "invalid_argument", "format")
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    broken = raydeck(env, "data", "load", "loadwh.main.t2", str(tmp_path / "bad.parquet"))
+    assert_one_line_error(broken, "invalid_argument", "parquet")
 
 
 @pytest.mark.parametrize(

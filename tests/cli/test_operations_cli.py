@@ -51,6 +51,10 @@ def test_billing_logs_and_top(live_server: LiveServer) -> None:
     report = raydeck(env, "billing", "report", "--by", "cluster", "--json")
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["by"] == "cluster"
+    for by, header in [("project", "project"), ("cluster", "cluster ┃ id ┃ project")]:
+        table = raydeck(env, "billing", "report", "--by", by)
+        head = next(line for line in table.stdout.splitlines() if "amount" in line)
+        assert head.count("project") == 1 and header in head, head  # no column twice
     assert raydeck(env, "projects", "create", "cli-budget").returncode == 0
     budget = raydeck(env, "billing", "budget", "cli-budget", "--alert", "5", "--limit", "10")
     assert budget.returncode == 0, budget.stderr

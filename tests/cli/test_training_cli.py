@@ -40,7 +40,10 @@ class Run:
 
 @pytest.fixture
 def dev(static_api: Api, monkeypatch: pytest.MonkeyPatch) -> Api:
-    static_api.sdk().clusters.create(ClusterCreate(name="dev"))
+    # 4 CPUs: a job is refused when its replicas together could never fit the cluster
+    static_api.sdk().clusters.create(
+        ClusterCreate.model_validate({"name": "dev", "head": {"num_cpus": 4}})
+    )
     with static_api.app.state.raydeck.db.session() as session:
         for row in session.query(ClusterRow):
             row.state, row.dashboard_url = "RUNNING", "http://127.0.0.1:9"

@@ -17,7 +17,12 @@ from sklearn.linear_model import LogisticRegression
 
 from raydeck.client import RaydeckClient
 from raydeck.core.models import ClusterCreate
-from raydeck.core.models.batch_predictions import BatchPredictionState, BatchPredictSpec
+from raydeck.core.models.batch_predictions import (
+    BatchPredictionCounts,
+    BatchPredictionState,
+    BatchPredictSpec,
+    too_many_failed,
+)
 from raydeck.core.models.warehouse import ConnectionCreate
 from raydeck.db.models import BatchPredictionJobRow, ClusterRow
 from raydeck.server.services.batch_predictions import entrypoint
@@ -115,6 +120,29 @@ def test_create_stores_a_queued_job_with_everything_resolved(
 
 
 @pytest.mark.parametrize(
+    ("total", "failed", "fraction", "fails"),
+    [
+        (50, 50, None, True),  # default: every row failed
+        (50, 49, None, False),
+        (0, 0, None, False),  # nothing to predict is not a failure
+        (50, 50, 1.0, False),  # the user accepts anything
+        (50, 1, 0.0, True),  # any failed row
+        (50, 0, 0.0, False),
+        (100, 10, 0.1, False),  # at the threshold: fine
+        (100, 11, 0.1, True),
+    ],
+)
+def test_error_threshold(total: int, failed: int, fraction: float | None, fails: bool) -> None:
+    counts = BatchPredictionCounts(
+        rows_total=total, rows_succeeded=total - failed, rows_failed=failed
+    )
+    reason = too_many_failed(counts, fraction)
+    assert (reason is not None) is fails, reason
+    if reason is not None:
+        assert f"{failed}" in reason and f"{total}" in reason
+
+
+@pytest.mark.parametrize(
     ("changes", "status", "field"),
     [
         ({"model": "nope"}, 404, "model"),
@@ -138,12 +166,17 @@ def test_create_stores_a_queued_job_with_everything_resolved(
         ({"batch_size": -5}, 400, "batch_size"),
         ({"concurrency": 0}, 400, "concurrency"),
         ({"resources": {"num_cpus": -1}}, 400, "resources.num_cpus"),
+        # more than any node of "dev" (one 1-CPU head) can ever have
+        ({"resources": {"num_cpus": 2}}, 400, "resources.num_cpus"),
+        ({"resources": {"num_gpus": 1}}, 400, "resources.num_gpus"),
         ({"output": {"uri": "{root}/used"}}, 400, "output.uri"),
         ({"output": {"uri": "{data}/a.jsonl"}}, 400, "output.uri"),
         ({"output": {"uri": "relative/out"}}, 400, "output.uri"),
         ({"output": {"uri": "{root}/o", "format": "csv"}}, 400, "output.format"),
         ({"parameters": {"temperature": 1}}, 400, "parameters.temperature"),
         ({"surprise": 1}, 400, "surprise"),
+        ({"max_failed_fraction": 1.5}, 400, "max_failed_fraction"),
+        ({"max_failed_fraction": -0.1}, 400, "max_failed_fraction"),
     ],
 )
 def test_bad_requests_name_the_field_and_store_nothing(

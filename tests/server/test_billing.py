@@ -166,14 +166,16 @@ def test_interval_cost_is_split_between_running_jobs_and_endpoints(static_api: A
                 ray_auth_token_ciphertext="(not read here)",
             )
         )
-        for job_id in ("job-a", "job-b"):
+        owners = {"job-a": {}, "job-b": {"raydeck_batch_prediction": "bpj-1"}}
+        for job_id, metadata in owners.items():
             session.add(
                 JobRow(
                     id=job_id,
                     cluster_id="cl-1",
                     cluster_name="c",
-                    submission_id=job_id,
+                    submission_id=f"raydeck-{job_id}",
                     entrypoint="x",
+                    job_metadata=metadata,
                     state=JobState.RUNNING.value,
                 )
             )
@@ -198,6 +200,12 @@ def test_interval_cost_is_split_between_running_jobs_and_endpoints(static_api: A
         )
     assert clusters.total == pytest.approx(2.0)
     assert amounts == pytest.approx({"job-a": 0.75 + 0.5, "job-b": 0.75})
+    # jobs go by Raydeck's ids (a batch prediction's Ray job by its bpj- id), never Ray's
+    # submission ids; every row says when its cost accrued
+    assert {row.key: row.name for row in report.rows} == {"job-a": "job-a", "job-b": "bpj-1"}
+    spans = {row.key: (row.first, row.last) for row in report.rows}
+    assert spans["job-a"] == (t0, t0 + timedelta(seconds=2000))
+    assert spans["job-b"] == (t0, t0 + timedelta(seconds=1500))
 
 
 def _add_endpoint(

@@ -83,6 +83,9 @@ def test_deployed_versions_cannot_be_deleted(sdk: RaydeckClient) -> None:
         ({"model": "churn@1", "traffic_percentage": 101}, "traffic_percentage"),
         ({"model": "churn@1", "batching": {"max_batch_size": 0}}, "batching.max_batch_size"),
         ({"model": "churn@1", "gpus": 1}, "gpus"),
+        # more than any node of "serve" (one 1-CPU head) could ever have
+        ({"model": "churn@1", "num_cpus": 2}, "num_cpus"),
+        ({"model": "churn@1", "num_gpus": 1}, "num_gpus"),
     ],
 )
 def test_bad_deploy_names_the_field(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from raydeck.backends.os_user import RayUsers
 from raydeck.core.errors import FailedPreconditionError
@@ -46,7 +47,8 @@ def test_a_home_left_readable_is_made_private_at_start(tmp_path: Path, data_dir:
     home = tmp_path / "home"
     home.mkdir(mode=0o755)
     home.chmod(0o755)
-    for name, text in {"secret.key": "k", "credentials": "{}", "server.json": "{}"}.items():
+    key = Fernet.generate_key().decode()  # a valid key: the server decrypts with it at start
+    for name, text in {"secret.key": key, "credentials": "{}", "server.json": "{}"}.items():
         (home / name).write_text(text)
         (home / name).chmod(0o644)
     server = _run(home, {"RAYDECK_CLUSTER_DATA_DIR": str(data_dir)})

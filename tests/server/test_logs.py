@@ -146,6 +146,25 @@ def test_retention_by_age_and_size(static_api: Api) -> None:
     assert [e.text[0] for e in left.items] == ["b", "c"]
 
 
+def test_newest_records_like_tail_in_time_order(static_api: Api) -> None:
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    lines = [
+        log_service.LogLine(
+            "default", LogResourceKind.JOB, "job-2", "s", "test", now + timedelta(seconds=i), f"{i}"
+        )
+        for i in range(10)
+    ]
+    with static_api.app.state.raydeck.db.session() as session:
+        log_service.store_lines(session, lines)
+    assert [e["text"] for e in _query(static_api, resource="job/job-2", page_size=3)] == [
+        "0",
+        "1",
+        "2",
+    ]
+    newest = _query(static_api, resource="job/job-2", page_size=3, newest="true")
+    assert [e["text"] for e in newest] == ["7", "8", "9"]
+
+
 def test_bad_queries_name_the_field(static_api: Api) -> None:
     for params, field in [
         ({"resource": "planet/x"}, "resource"),

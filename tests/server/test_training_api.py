@@ -114,6 +114,36 @@ def test_ephemeral_cluster_is_created_for_a_job_without_cluster(dev: Api) -> Non
         ),
         (_job(scheduling={"max_restarts": -1}), 400, "scheduling.max_restarts"),
         (_job(base_output_dir="relative/out"), 400, "base_output_dir"),
+        # never fits: "dev" is one head node with 1 CPU and no worker pools
+        (
+            _job(
+                worker_pool_specs=[
+                    {"python_module": {"module_name": "trainer.task"}},
+                    {"command": ["x"], "machine_spec": {"cpus": 4}},
+                ]
+            ),
+            400,
+            "worker_pool_specs[1].machine_spec",
+        ),
+        (
+            _job(
+                worker_pool_specs=[
+                    {"python_module": {"module_name": "trainer.task"}, "machine_spec": {"gpus": 1}}
+                ]
+            ),
+            400,
+            "worker_pool_specs[0].machine_spec",
+        ),
+        (
+            _job(
+                worker_pool_specs=[
+                    {"python_module": {"module_name": "trainer.task"}},
+                    {"command": ["x"], "replica_count": 2},
+                ]
+            ),
+            400,
+            "worker_pool_specs",  # 3 CPUs together, the cluster has 1
+        ),
     ],
 )
 def test_bad_custom_jobs_are_refused_and_store_nothing(
@@ -184,6 +214,15 @@ def _with(path: str, value: Any) -> dict[str, Any]:
             "study_spec.parameters[1].parameter_id",
         ),
         (_param(0, {"parameter_id": "lr"}), "study_spec.parameters[0]"),
+        (
+            {
+                **_study(),
+                "trial_job_spec": {
+                    "worker_pool_specs": [{"command": ["x"], "machine_spec": {"cpus": 2}}]
+                },
+            },
+            "trial_job_spec.worker_pool_specs[0].machine_spec",
+        ),
     ],
 )
 def test_bad_studies_are_refused_naming_the_field(

@@ -234,6 +234,10 @@ def test_cli_shows_metric_series_of_jobs_and_trials(cli: Callable[..., Run], dev
     series = json.loads(cli("hpt", "metrics", job_id, trial["id"], "-o", "json").out)
     assert [(p["step"], p["value"]) for p in series] == [(4, 0.5)]
     assert "0.5" in cli("hpt", "metrics", job_id, trial["id"]).out
+    # the trial's number (what `hpt get` and `hpt trials` show) works as well as its id
+    by_number = json.loads(cli("hpt", "metrics", job_id, str(trial["number"]), "-o", "json").out)
+    assert by_number == series
+    assert cli("hpt", "metrics", job_id, "999").code != 0
     missing = cli("custom-jobs", "metrics", "cj-nope")
     assert missing.code != 0 and "cj-nope" in missing.err and "Traceback" not in missing.err
 

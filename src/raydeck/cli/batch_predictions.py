@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from raydeck.cli.output import console, print_json, print_table, wait_with_progress
+from raydeck.cli.output import console, print_ids, print_json, print_table, wait_with_progress
 from raydeck.client import RaydeckClient
 from raydeck.core.models.batch_predictions import (
     TERMINAL_BATCH_STATES,
@@ -22,7 +22,7 @@ app = typer.Typer(
     help="Predict over files or warehouse tables with a registered model.", no_args_is_help=True
 )
 
-Output = Annotated[str, typer.Option("--output", "-o", help="table|json")]
+Output = Annotated[str, typer.Option("--output", "-o", help="table|json|id")]
 
 
 def _counts(job: BatchPredictionJob) -> str:
@@ -91,10 +91,33 @@ def create(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per predict call.")] = 256,
     concurrency: Annotated[int, typer.Option(help="Model replicas.")] = 1,
-    num_cpus: Annotated[float, typer.Option("--num-cpus", help="CPUs per replica.")] = 1,
-    num_gpus: Annotated[float, typer.Option("--num-gpus", help="GPUs per replica.")] = 0,
+    num_cpus: Annotated[
+        float | None,
+        typer.Option(
+            "--cpus",
+            help="CPUs per model replica (default: 1, or the largest free slot when smaller).",
+        ),
+    ] = None,
+    num_cpus_alias: Annotated[
+        float | None, typer.Option("--num-cpus", hidden=True, help="Old name of --cpus.")
+    ] = None,
+    num_gpus: Annotated[
+        float, typer.Option("--gpus", "--num-gpus", help="GPUs per model replica.")
+    ] = 0,
     name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job ends.")] = False,
+    max_failed_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--max-failed-fraction",
+            min=0,
+            max=1,
+            help="FAIL the job when more than this fraction of rows failed "
+            "(0: any row; default: only when every row failed).",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the job ends (exit 1 unless SUCCEEDED).")
+    ] = False,
 ) -> None:
     """Run MODEL over --input files or an --input-table on CLUSTER, writing predictions to an
     --output directory or an --output-table."""
@@ -112,9 +135,10 @@ def create(
             feature_columns=feature_columns,
             batch_size=batch_size,
             concurrency=concurrency,
-            num_cpus=num_cpus,
+            num_cpus=num_cpus if num_cpus is not None else num_cpus_alias,
             num_gpus=num_gpus,
             display_name=name,
+            max_failed_fraction=max_failed_fraction,
         )
         console.print(f"created {job.id} ({job.state.value})", highlight=False)
         if not wait:
@@ -127,6 +151,7 @@ def create(
             timeout=7 * 24 * 3600,
         )
     _show(job)
+    console.print(f"{job.id} {_describe(job)}", highlight=False)  # the final line: state, counts
     if job.state is not BatchPredictionState.SUCCEEDED:
         raise typer.Exit(1)
 
@@ -148,6 +173,9 @@ def list_jobs(
     """List batch prediction jobs."""
     with RaydeckClient() as client:
         page = client.batch_predictions.list(state=state, cluster=cluster, page_size=1000)
+    if output == "id":  # one id per line, oldest first: for scripts
+        print_ids(page.items)
+        return
     if output == "json":
         print_json(page.items)
         return

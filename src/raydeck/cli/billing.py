@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -27,12 +28,38 @@ def report(
     if json:
         print_json(result)
         return
+    by_project = result.by.value == "project"
+    # Clusters and endpoints go by name (a deleted "dev" and the live one differ by id and
+    # dates); jobs go by their Raydeck id (job-…, bpj-…, cj-…), so no id column repeats it.
+    with_id = result.by.value in ("cluster", "endpoint")
+    columns = [
+        result.by.value,
+        *(["id"] if with_id else []),
+        *([] if by_project else ["project"]),
+        "from",
+        "to",
+        "amount",
+        "node-hours",
+    ]
     rows = [
-        (r.name, r.project, f"{r.amount:.4f}", f"{r.node_seconds / 3600:.2f}") for r in result.rows
+        (
+            r.name,
+            *([r.key] if with_id else []),
+            *([] if by_project else [r.project]),
+            _when(r.first),
+            _when(r.last),
+            f"{r.amount:.4f}",
+            f"{r.node_seconds / 3600:.2f}",
+        )
+        for r in result.rows
     ]
     title = f"cost by {result.by.value} ({result.currency})"
-    print_table(title, [result.by.value, "project", "amount", "node-hours"], rows)
+    print_table(title, columns, rows)
     console.print(f"total: {result.total:.4f} {result.currency}")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else ""
 
 
 def _show(budget: Budget) -> None:

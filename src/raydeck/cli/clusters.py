@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from raydeck.cli.output import console, print_json, print_table, wait_with_progress
 from raydeck.client import RaydeckClient
@@ -115,11 +116,32 @@ def create(
         spec["worker_pools"] = [parse_pool(p) for p in pool]
     if label:
         spec["labels"] = dict(item.partition("=")[::2] for item in label)
+    request = _validated(spec, from_flags=bool(pool) and file is None)
     with RaydeckClient() as client:
-        cluster = client.clusters.create(ClusterCreate.model_validate(spec))
+        cluster = client.clusters.create(request)
         if wait:
             cluster = _wait_running(client, name, timeout)
     print_json(cluster) if output == "json" else _show(cluster)
+
+
+_CLI_KEYS = {field: key for key, field in _POOL_KEYS.items()}
+
+
+def _validated(spec: dict[str, Any], *, from_flags: bool) -> ClusterCreate:
+    """The spec as a ClusterCreate; a bad ``--pool`` value is named as the user typed it
+    (``--pool #1 replicas``), not as the API field (``worker_pools.0.replica_count``)."""
+    try:
+        return ClusterCreate.model_validate(spec)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first.get("loc", ())]
+        if not from_flags or len(loc) < 3 or loc[0] != "worker_pools" or not loc[1].isdigit():
+            raise
+        key = _CLI_KEYS.get(loc[2], loc[2])
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise InvalidArgumentError(
+            f"--pool #{int(loc[1]) + 1} {key}={first.get('input')!r}: {message}", field="pool"
+        ) from None
 
 
 @app.command("list")

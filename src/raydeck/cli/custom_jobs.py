@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from raydeck.cli.output import console, print_json, print_table, wait_with_progress
+from raydeck.cli.output import console, print_ids, print_json, print_table, wait_with_progress
 from raydeck.cli.specs import parse_pairs
 from raydeck.cli.tracking import Dest, Download, show_metrics, show_or_download
 from raydeck.client import RaydeckClient
@@ -30,7 +30,7 @@ app = typer.Typer(
     help="Run training code (module, script or command) on a cluster.", no_args_is_help=True
 )
 
-Output = Annotated[str, typer.Option("--output", "-o", help="table|json")]
+Output = Annotated[str, typer.Option("--output", "-o", help="table|json|id")]
 FOLLOW_POLL_SECONDS = 1.0
 
 
@@ -217,6 +217,9 @@ def list_jobs(
             for j in page.items:
                 points = client.custom_jobs.metrics(j.id, metric)
                 last[j.id] = f"{points[-1].value:.6g}" if points else ""
+    if output == "id":  # one id per line, oldest first: for scripts
+        print_ids(page.items)
+        return
     if output == "json":
         print_json(page.items)
         return

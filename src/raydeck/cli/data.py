@@ -1,4 +1,4 @@
-"""raydeck data connections|datasets|tables|describe|preview|query
+"""raydeck data connections|datasets|tables|describe|preview|query|load
 
 Secrets are read from standard input (``--secret-stdin``), never from the command line, and
 never printed.
@@ -7,6 +7,7 @@ never printed.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,8 +19,10 @@ from raydeck.core.models.warehouse import (
     ConnectionCreate,
     ConnectionKind,
     FileFormat,
+    LoadFormat,
     QueryResult,
     TableInfo,
+    WriteMode,
 )
 
 __all__ = ["app"]
@@ -64,6 +67,11 @@ def create(
     output: Output = "table",
 ) -> None:
     secret = sys.stdin.read().strip() if secret_stdin else None
+    if secret_stdin and not secret:  # e.g. `echo "$UNSET_VAR" | …`: never store "no secret"
+        raise typer.BadParameter(
+            "standard input was empty; pipe the secret in, or leave out --secret-stdin",
+            param_hint="--secret-stdin",
+        )
     request = ConnectionCreate.model_validate(
         {
             "name": name,
@@ -199,3 +207,29 @@ def query(
     """Run a read-only query in the warehouse."""
     with RaydeckClient() as client:
         _show_result(client.connections.query(connection, sql, limit=limit), output)
+
+
+@app.command("load")
+def load(
+    table: Annotated[str, typer.Argument(help="conn.dataset.table (or conn.table)")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A .csv, .parquet or .jsonl file.")
+    ],
+    mode: Annotated[
+        WriteMode, typer.Option("--mode", help="create (new table), append or overwrite.")
+    ] = WriteMode.CREATE,
+    file_format: Annotated[
+        LoadFormat | None,
+        typer.Option("--format", help="File format (default: from the file's extension)."),
+    ] = None,
+) -> None:
+    """Load a CSV (with a header row), Parquet or JSONL file into a warehouse table, staged
+    and committed at once (a failure leaves the table as it was)."""
+    with RaydeckClient() as client:
+        result = client.connections.load_table(
+            table, file, mode=mode, format=file_format.value if file_format else None
+        )
+    console.print(
+        f"loaded {result.rows_written} rows into {result.table} ({result.mode.value})",
+        highlight=False,
+    )

@@ -21,7 +21,10 @@ def _show(endpoint: Endpoint) -> None:
     reason = f" ({endpoint.state_reason})" if endpoint.state_reason else ""
     console.print(f"[bold]{endpoint.display_name}[/bold] {endpoint.state.value}{reason}")
     console.print(f"  id: {endpoint.id}  cluster: {endpoint.cluster}")
-    console.print(f"  predict: POST {endpoint.predict_url or '-'}/predict", highlight=False)
+    if endpoint.predict_url:
+        console.print(f"  predict: POST {endpoint.predict_url}/predict", highlight=False)
+    else:
+        console.print("  predict: (a URL once a model is deployed)", highlight=False)
     rows = [
         (
             m.id,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from raydeck.cli.output import console, print_json, print_table, wait_with_progress
+from raydeck.cli.output import console, print_ids, print_json, print_table, wait_with_progress
 from raydeck.client import RaydeckClient
 from raydeck.core.models import Job, JobState
 from raydeck.core.models.jobs import TERMINAL_JOB_STATES
@@ -87,6 +87,9 @@ def list_jobs(
     """List jobs."""
     with RaydeckClient() as client:
         page = client.jobs.list(cluster=cluster, state=state, page_size=1000)
+    if output == "id":  # one id per line, oldest first: for scripts
+        print_ids(page.items)
+        return
     if output == "json":
         print_json(page.items)
         return

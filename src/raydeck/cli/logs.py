@@ -40,10 +40,16 @@ def logs(
     since: Annotated[str | None, typer.Option(help="ISO time, e.g. 2026-01-01T10:00Z")] = None,
     until: Annotated[str | None, typer.Option(help="ISO time")] = None,
     text: Annotated[str | None, typer.Option("--grep", "-g", help="Substring to match.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many records (no --follow).")] = 1000,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="How many records (the newest, like tail).")
+    ] = 100,
+    oldest: Annotated[
+        bool, typer.Option("--oldest", help="The oldest --limit records instead of the newest.")
+    ] = False,
     poll: Annotated[float, typer.Option(help="Seconds between polls with --follow.")] = 1.0,
 ) -> None:
-    """Collected logs of a cluster, job, endpoint or trial, oldest first."""
+    """Collected logs of a cluster, job, endpoint or trial: the newest --limit records in time
+    order (like tail; --oldest for the first ones), or --follow to keep printing new ones."""
     filters = {"severity": severity, "since": since, "until": until, "text": text}
     with RaydeckClient() as client:
         if not follow:
@@ -54,6 +60,7 @@ def logs(
                 since=since,
                 until=until,
                 text=text,
+                newest=not oldest,
             )
             for entry in page.items:
                 _print(entry)

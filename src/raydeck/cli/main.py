@@ -6,6 +6,7 @@ import sys
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from raydeck.cli import (
     access,
@@ -70,13 +71,18 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except RaydeckError as exc:
-        err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}", highlight=False)
+        err_console.print(
+            f"[red]error[/red] ({exc.code}): {escape(exc.message)}", highlight=False, soft_wrap=True
+        )
         sys.exit(1)
     except ValidationError as exc:
-        err_console.print(f"[red]error[/red] (invalid_argument): {_validation_message(exc)}")
+        message = escape(_validation_message(exc))  # patterns hold [..] that rich would eat
+        err_console.print(
+            f"[red]error[/red] (invalid_argument): {message}", highlight=False, soft_wrap=True
+        )
         sys.exit(2)
     except (TimeoutError, ValueError) as exc:
-        err_console.print(f"[red]error[/red]: {exc}", highlight=False)
+        err_console.print(f"[red]error[/red]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -85,7 +91,7 @@ def main() -> None:
     except Exception as exc:  # click usage errors and the unexpected: still one line
         format_message = getattr(exc, "format_message", None)
         message = format_message() if callable(format_message) else str(exc)
-        err_console.print(f"[red]error[/red]: {message}", highlight=False)
+        err_console.print(f"[red]error[/red]: {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(getattr(exc, "exit_code", 1) or 1)
 
 

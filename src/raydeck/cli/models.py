@@ -71,7 +71,20 @@ def upload(
     ] = True,
     output: Output = "table",
 ) -> None:
-    """Register a model, or a new version of one (--parent)."""
+    """Register a model, or a new version of one (--parent).
+
+    The artifact directory holds, by --framework:
+
+    \b
+      sklearn     model.joblib or model.pkl
+      xgboost     model.json, model.ubj or model.bst (Booster or sklearn API),
+                  or model.joblib / model.pkl
+      lightgbm    model.txt (Booster), or model.joblib / model.pkl (LGBMModel)
+      pytorch     model.pt (TorchScript) or model.pth (a whole pickled nn.Module)
+      tensorflow  saved_model.pb + variables/ (a SavedModel)
+      custom      raydeck_predictor.json {"class": "predictor:MyPredictor"}
+                  + predictor.py (a class with load(artifact_dir) and predict(instances))
+    """
     labels = dict(item.partition("=")[::2] for item in label or [])
     action = "uploading" if Path(artifact).exists() else "registering"
     with RaydeckClient() as client, err_console.status(f"{action} {artifact}"):

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from raydeck.cli.output import console, print_json, print_table, wait_with_progress
+from raydeck.cli.output import console, print_ids, print_json, print_table, wait_with_progress
 from raydeck.cli.specs import load_spec_file
 from raydeck.client import RaydeckClient
 from raydeck.core.models.pipelines import TrainingPipeline, TrainingPipelineCreate
@@ -22,7 +22,7 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Training pipelines: train, then register the model.")
 
-Output = Annotated[str, typer.Option("--output", "-o", help="table|json")]
+Output = Annotated[str, typer.Option("--output", "-o", help="table|json|id")]
 
 
 def _task(pipeline: TrainingPipeline) -> str:
@@ -100,6 +100,9 @@ def list_pipelines(output: Output = "table") -> None:
     """List pipelines."""
     with RaydeckClient() as client:
         page = client.training_pipelines.list(page_size=1000)
+    if output == "id":  # one id per line, oldest first: for scripts
+        print_ids(page.items)
+        return
     if output == "json":
         print_json(page.items)
         return

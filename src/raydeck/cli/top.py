@@ -18,16 +18,30 @@ from raydeck.client import RaydeckClient
 __all__ = ["render_summary", "top"]
 
 
-def _prediction_counts(metrics_text: str) -> dict[str, tuple[float, float]]:
-    """endpoint → (requests, errors) relayed by the control plane."""
-    counts: dict[str, list[float]] = {}
+def _prediction_counts(metrics_text: str) -> dict[str, tuple[float, float, float]]:
+    """endpoint → (requests, errors, relayed), as ``/metrics`` counts them: requests and
+    errors answered by the endpoint's ingress (``raydeck_endpoint_serve_*``: calls straight to
+    ``predict_url`` and the control plane's relay alike), and the relayed part of them. An
+    endpoint whose ingress stats were not polled yet falls back to the relay's counts."""
+    serve: dict[str, list[float]] = {}
+    relay: dict[str, list[float]] = {}
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
-            if sample.name == "raydeck_endpoint_predictions_total":
-                counts.setdefault(sample.labels["endpoint"], [0.0, 0.0])[0] += sample.value
+            name = sample.labels.get("endpoint", "")
+            if sample.name == "raydeck_endpoint_serve_requests_total":
+                serve.setdefault(name, [0.0, 0.0])[0] += sample.value
+            elif sample.name == "raydeck_endpoint_serve_errors_total":
+                serve.setdefault(name, [0.0, 0.0])[1] += sample.value
+            elif sample.name == "raydeck_endpoint_predictions_total":
+                relay.setdefault(name, [0.0, 0.0])[0] += sample.value
             elif sample.name == "raydeck_endpoint_prediction_errors_total":
-                counts.setdefault(sample.labels["endpoint"], [0.0, 0.0])[1] += sample.value
-    return {name: (c[0], c[1]) for name, c in counts.items()}
+                relay.setdefault(name, [0.0, 0.0])[1] += sample.value
+    counts = {}
+    for name in serve.keys() | relay.keys():
+        relayed = relay.get(name, [0.0, 0.0])
+        requests, errors = serve.get(name, relayed)
+        counts[name] = (max(requests, relayed[0]), max(errors, relayed[1]), relayed[0])
+    return counts
 
 
 def render_summary(client: RaydeckClient) -> Group:
@@ -59,16 +73,17 @@ def render_summary(client: RaydeckClient) -> Group:
         job_table.add_column(state)
     job_table.add_row(*(str(states[s]) for s in sorted(states)))
     endpoint_table = Table(title="endpoints", title_justify="left")
-    for column in ("name", "state", "models", "predictions", "errors"):
+    for column in ("name", "state", "models", "predictions", "errors", "via relay"):
         endpoint_table.add_column(column)
     for endpoint in endpoints:
-        requests, errors = predictions.get(endpoint.display_name, (0.0, 0.0))
+        requests, errors, relayed = predictions.get(endpoint.display_name, (0.0, 0.0, 0.0))
         endpoint_table.add_row(
             endpoint.display_name,
             endpoint.state.value,
             str(len(endpoint.deployed_models)),
             f"{requests:.0f}",
             f"{errors:.0f}",
+            f"{relayed:.0f}",
         )
     total = f"cost so far: {report.total:.4f} {report.currency}"
     return Group(table, job_table, endpoint_table, total)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from raydeck.cli.output import console, print_json, print_table, wait_with_progress
+from raydeck.cli.output import console, print_ids, print_json, print_table, wait_with_progress
 from raydeck.cli.specs import load_spec_file
 from raydeck.cli.tracking import Dest, Download, show_metrics, show_or_download
 from raydeck.client import RaydeckClient
@@ -26,7 +26,7 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Hyperparameter tuning jobs (Optuna studies over trials).")
 
-Output = Annotated[str, typer.Option("--output", "-o", help="table|json")]
+Output = Annotated[str, typer.Option("--output", "-o", help="table|json|id")]
 ENDED_TRIALS = ("SUCCEEDED", "STOPPED", "INFEASIBLE", "FAILED")
 
 
@@ -137,6 +137,9 @@ def list_jobs(
     """List tuning jobs, each with its best trial (so far)."""
     with RaydeckClient() as client:
         page = client.tuning_jobs.list(state=state, label=label, page_size=1000)
+    if output == "id":  # one id per line, oldest first: for scripts
+        print_ids(page.items)
+        return
     if output == "json":
         print_json(page.items)
         return
@@ -198,7 +201,9 @@ def delete(job_id: str) -> None:
 @app.command("metrics")
 def metrics(
     job_id: str,
-    trial_id: str,
+    trial_id: Annotated[
+        str, typer.Argument(help="The trial's number (as `hpt trials` shows) or id.")
+    ],
     metric: Annotated[str | None, typer.Option("--metric", "-m", help="Only this metric.")] = None,
     output: Output = "table",
 ) -> None:
@@ -211,7 +216,9 @@ def metrics(
 @app.command("artifacts")
 def artifacts(
     job_id: str,
-    trial_id: str,
+    trial_id: Annotated[
+        str, typer.Argument(help="The trial's number (as `hpt trials` shows) or id.")
+    ],
     download: Download = None,
     dest: Dest = Path("."),
     output: Output = "table",

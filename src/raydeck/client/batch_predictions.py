@@ -59,15 +59,17 @@ class BatchPredictionApi:
         feature_columns: Sequence[str] | None = None,
         batch_size: int = 256,
         concurrency: int = 1,
-        num_cpus: float = 1,
+        num_cpus: float | None = None,
         num_gpus: float = 0,
         parameters: dict[str, Any] | None = None,
         display_name: str | None = None,
+        max_failed_fraction: float | None = None,
     ) -> BatchPredictionJob:
         """From a ``BatchPredictionJobCreate``, or from keywords: ``input`` (a path, glob, URI
         or a list of them; relative local paths are made absolute first) or ``input_table``
         (``conn.dataset.table``); ``output`` (a directory) or ``output_table`` with
-        ``output_mode`` ``create`` or ``append``."""
+        ``output_mode`` ``create`` or ``append``. The job FAILS when every row failed, or
+        with ``max_failed_fraction`` when more than that fraction of its rows failed."""
         if request is None:
             uris = [input] if isinstance(input, str) else list(input or [])
             source: dict[str, Any] = (
@@ -98,6 +100,7 @@ class BatchPredictionApi:
                     "concurrency": concurrency,
                     "resources": {"num_cpus": num_cpus, "num_gpus": num_gpus},
                     "parameters": parameters,
+                    "max_failed_fraction": max_failed_fraction,
                 }
             )
         body = request.model_dump(mode="json", exclude_none=True)

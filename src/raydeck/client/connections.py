@@ -4,14 +4,19 @@ rd.connections.create(ConnectionCreate(name="wh", kind="duckdb"))
 rd.connections.tables("wh", "main")               # schemas and row counts
 rd.connections.preview("wh.main.orders", limit=20)
 rd.connections.query("wh", "SELECT count(*) FROM main.orders")
+rd.connections.load_table("wh.main.orders", "orders.csv", mode="create")
 """
 
 from __future__ import annotations
 
 import builtins
+from pathlib import Path
 from urllib.parse import quote
 
-from raydeck.client.http import ApiTransport
+import httpx
+
+from raydeck.client.http import ApiTransport, raise_for_error
+from raydeck.core.errors import UnavailableError
 from raydeck.core.models import Page
 from raydeck.core.models.warehouse import (
     Connection,
@@ -23,6 +28,8 @@ from raydeck.core.models.warehouse import (
     ResolvedConnection,
     TableInfo,
     TableRef,
+    WriteMode,
+    WriteResult,
 )
 
 __all__ = ["ConnectionApi"]
@@ -92,3 +99,37 @@ class ConnectionApi:
         body = QueryRequest(sql=sql, limit=limit).model_dump(mode="json")
         data = self._api.request("POST", f"{_PATH}/{quote(name)}:query", json=body)
         return QueryResult.model_validate(data)
+
+    def load_table(
+        self,
+        ref: str,
+        file: str | Path,
+        *,
+        mode: WriteMode | str = WriteMode.CREATE,
+        format: str | None = None,
+    ) -> WriteResult:
+        """Upload a CSV (with a header row), Parquet or JSONL file into ``conn.dataset.table``
+        with the warehouse's staged write path: ``create`` (refused when the table exists),
+        ``append`` or ``overwrite``. The format defaults to the file's extension."""
+        parsed = TableRef.parse(ref)
+        source = Path(file)
+        path = f"{_PATH}/{quote(parsed.connection)}/tables/{quote(parsed.table)}:load"
+        form = {"mode": str(WriteMode(mode))}
+        if format is not None:
+            form["format"] = format
+        params = {"dataset": parsed.dataset} if parsed.dataset else None
+        try:
+            with source.open("rb") as handle:
+                response = self._api.http.post(
+                    path,
+                    params=params,
+                    data=form,
+                    files={"file": (source.name, handle, "application/octet-stream")},
+                    timeout=httpx.Timeout(30.0, read=900.0, write=900.0),
+                )
+        except httpx.HTTPError as exc:
+            raise UnavailableError(
+                f"cannot reach Raydeck server at {self._api.server}: {exc}"
+            ) from exc
+        raise_for_error(response)
+        return WriteResult.model_validate(response.json())

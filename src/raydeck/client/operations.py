@@ -50,8 +50,11 @@ class LogApi:
         after: int | None = None,
         page_size: int = 100,
         all_projects: bool = False,
+        newest: bool = False,
     ) -> Page[LogEntry]:
-        """``resource`` is ``<kind>/<name or id>`` (cluster, job, endpoint, …) or a kind."""
+        """``resource`` is ``<kind>/<name or id>`` (cluster, job, endpoint, …) or a kind.
+        Oldest first from ``after``; with ``newest`` the last ``page_size`` records (``tail``),
+        in time order."""
         data = self._api.request(
             "GET",
             "/api/v1/logs",
@@ -64,6 +67,7 @@ class LogApi:
                 "after": after,
                 "page_size": page_size,
                 "all_projects": all_projects or None,
+                "newest": newest or None,
             },
         )
         return Page[LogEntry].model_validate(data)

@@ -147,9 +147,14 @@ class JobApi:
 
     def _upload_local_paths(self, cluster: str, runtime_env: dict[str, Any]) -> dict[str, Any]:
         """Package local working_dir/py_modules with Ray's own packaging, uploaded through the
-        cluster's Ray Jobs proxy, so the runtime_env sent on refers to ``gcs://`` URIs."""
+        cluster's Ray Jobs proxy, so the runtime_env sent on refers to ``gcs://`` URIs.
+
+        The cluster is checked first through the proxy itself: a cluster that does not exist
+        (or is not running, or not the caller's) gets the same error as a submit without
+        local paths, not Ray's "Version check returned 404" guess about old Ray versions."""
         from raydeck.client.packaging import upload_local_paths
 
+        self._api.request("GET", f"/api/v1/clusters/{cluster}/ray/api/version")
         return upload_local_paths(
             f"{self._api.server}/api/v1/clusters/{cluster}/ray", self._api.token, runtime_env
         )
@@ -278,6 +283,7 @@ class RaydeckClient:
         )
         self.project = config.project or "default"
         self.server = config.server
+        self.token = config.token  # the bearer token it sends (for Ray's JobSubmissionClient)
         self.clusters = ClusterApi(self._api)
         self.jobs = JobApi(self._api)
         self.tokens = TokenApi(self._api)

@@ -28,6 +28,7 @@
 | RAYDECK_LOG_RETENTION_MAX_BYTES | 268435456 | oldest log records go first above this much text |
 | RAYDECK_SECRET_KEY_FILE | $RAYDECK_HOME/secret.key | key encrypting stored connection secrets |
 | RAYDECK_WAREHOUSE_DIR | $CLUSTER_DATA/warehouse | where `duckdb` connections keep their files |
+| RAYDECK_DATA_LOAD_MAX_BYTES | 268435456 | largest file `raydeck data load` accepts |
 | RAYDECK_ALLOWED_ROOTS | (none) | more roots users may name (below), comma-separated |
 | RAYDECK_ALLOWED_PRIVATE_NETWORKS | (none) | private addresses user URLs may reach (below) |
 | RAYDECK_MLFLOW_TRACKING_URI | (none) | MLflow server that jobs and trials are mirrored to |
@@ -136,6 +137,7 @@ class Settings(BaseSettings):
     log_collect_interval: float = 2.0
     log_retention_days: float = 7.0
     log_retention_max_bytes: int = 256 * 1024**2
+    data_load_max_bytes: int = 256 * 1024**2
     secret_key_file: Path | None = None
     warehouse_dir: Path | None = None
     allowed_roots: str = ""

@@ -55,11 +55,13 @@ def read_table(
     parallelism: int = -1,
     client: RaydeckClient | None = None,
     warehouse: Warehouse | None = None,
+    num_cpus: float | None = None,
 ) -> Dataset:
     """``conn.dataset.table`` as a Dataset, read in parallel where the source allows
-    (rowid or primary-key ranges, one task per file, row ranges for BigQuery)."""
+    (rowid or primary-key ranges, one task per file, row ranges for BigQuery); ``num_cpus``
+    per read task (Ray Data's default: 1)."""
     wh, dataset, table = _table(ref, client, warehouse, "table")
-    return wh.read_table(dataset, table, parallelism=parallelism)
+    return wh.read_table(dataset, table, parallelism=parallelism, num_cpus=num_cpus)
 
 
 def read_query(

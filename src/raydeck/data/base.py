@@ -23,7 +23,9 @@ from typing import Any, ClassVar, TypeVar
 import pyarrow as pa  # type: ignore[import-untyped]
 from pydantic_core import to_jsonable_python
 from ray.data import Dataset
+from ray.data._internal.execution.interfaces import TaskContext
 from ray.data.datasource.datasink import Datasink
+from ray.data.datasource.datasink import WriteResult as RayWriteResult
 
 from raydeck.core.errors import InvalidArgumentError, RaydeckError
 from raydeck.core.models.warehouse import (
@@ -63,10 +65,12 @@ class TableDatasink(Datasink[_Return]):
     rows_written: int = 0
 
 
-def write_through(ds: Dataset, sink: Datasink[Any]) -> None:
-    """``ds.write_datasink(sink)``, with our own typed error out of Ray's wrappers."""
+def write_through(ds: Dataset, sink: Datasink[Any], *, num_cpus: float | None = None) -> None:
+    """``ds.write_datasink(sink)``, with our own typed error out of Ray's wrappers;
+    ``num_cpus`` per write task (Ray Data's default is 1)."""
     try:
-        ds.write_datasink(sink)
+        args = None if num_cpus is None else {"num_cpus": num_cpus}
+        ds.write_datasink(sink, ray_remote_args=args)
     except Exception as exc:
         raise (find_raydeck_error(exc) or exc) from exc
 
@@ -207,7 +211,10 @@ class Warehouse(ABC):
     # Ray Data (code on a cluster) -------------------------------------------------------
 
     @abstractmethod
-    def read_table(self, dataset: str, table: str, *, parallelism: int = -1) -> Dataset: ...
+    def read_table(
+        self, dataset: str, table: str, *, parallelism: int = -1, num_cpus: float | None = None
+    ) -> Dataset:
+        """``num_cpus``: per read task (Ray Data's default is 1)."""
 
     @abstractmethod
     def read_query(self, sql: str, *, parallelism: int = -1) -> Dataset: ...
@@ -221,6 +228,25 @@ class Warehouse(ABC):
         """Stage ``ds`` with Ray Data write tasks, then commit once; all or nothing."""
         sink = self.table_sink(dataset, table, mode)
         write_through(ds, sink)
+        return WriteResult(
+            table=self.ref(dataset, table), mode=mode, rows_written=sink.rows_written
+        )
+
+    def write_arrow(self, data: pa.Table, dataset: str, table: str, mode: WriteMode) -> WriteResult:
+        """``data`` (already in memory) through the same staged, all-or-nothing datasink as
+        ``write_table``, its hooks run here instead of in Ray Data tasks (one write task)."""
+        sink = self.table_sink(dataset, table, mode)
+        sink.on_write_start(data.schema)
+        try:
+            returns = [sink.write([data], TaskContext(task_idx=0, op_name="load"))]
+            sink.on_write_complete(
+                RayWriteResult(
+                    num_rows=data.num_rows, size_bytes=data.nbytes, write_returns=returns
+                )
+            )
+        except Exception as exc:
+            sink.on_write_failed(exc)
+            raise
         return WriteResult(
             table=self.ref(dataset, table), mode=mode, rows_written=sink.rows_written
         )

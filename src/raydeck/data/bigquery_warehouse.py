@@ -291,10 +291,12 @@ class BigQueryWarehouse(Warehouse):
 
     # Ray Data -------------------------------------------------------------------------------
 
-    def read_table(self, dataset: str, table: str, *, parallelism: int = -1) -> Dataset:
+    def read_table(
+        self, dataset: str, table: str, *, parallelism: int = -1, num_cpus: float | None = None
+    ) -> Dataset:
         with self.client() as client:
             found = self._get_table(client, dataset, table)
-        return self._read_ranges(found, parallelism)
+        return self._read_ranges(found, parallelism, num_cpus)
 
     def read_query(self, sql: str, *, parallelism: int = -1) -> Dataset:
         body = require_read_only_sql(sql)
@@ -308,7 +310,9 @@ class BigQueryWarehouse(Warehouse):
                 raise _translate(exc, "query result", "sql") from exc
         return self._read_ranges(result, parallelism)
 
-    def _read_ranges(self, table: bigquery.Table, parallelism: int) -> Dataset:
+    def _read_ranges(
+        self, table: bigquery.Table, parallelism: int, num_cpus: float | None = None
+    ) -> Dataset:
         source = _RowRangeDatasource(
             self,
             table.reference.dataset_id,
@@ -317,7 +321,10 @@ class BigQueryWarehouse(Warehouse):
             int(table.num_rows or 0),
         )
         blocks = None if parallelism <= 0 else parallelism
-        return cast(Dataset, ray.data.read_datasource(source, override_num_blocks=blocks))
+        return cast(
+            Dataset,
+            ray.data.read_datasource(source, override_num_blocks=blocks, num_cpus=num_cpus),
+        )
 
     def table_sink(self, dataset: str, table: str, mode: WriteMode) -> _StagingTablesDatasink:
         ref = self.ref(dataset, table)

@@ -309,7 +309,9 @@ class DuckDBWarehouse(Warehouse):
 
     # Ray Data ---------------------------------------------------------------------------
 
-    def read_table(self, dataset: str, table: str, *, parallelism: int = -1) -> Dataset:
+    def read_table(
+        self, dataset: str, table: str, *, parallelism: int = -1, num_cpus: float | None = None
+    ) -> Dataset:
         relation = f"{quote(dataset)}.{quote(table)}"
         with _opened(self.path, read_only=True) as con:
             self._info(con, dataset, table)
@@ -319,7 +321,10 @@ class DuckDBWarehouse(Warehouse):
             ).fetchall()[0]
         source = _RowidRangeDatasource(self.path, relation, int(low), int(high), int(rows))
         return cast(
-            Dataset, ray.data.read_datasource(source, override_num_blocks=_blocks(parallelism))
+            Dataset,
+            ray.data.read_datasource(
+                source, override_num_blocks=_blocks(parallelism), num_cpus=num_cpus
+            ),
         )
 
     def read_query(self, sql: str, *, parallelism: int = -1) -> Dataset:

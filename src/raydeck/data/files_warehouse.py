@@ -269,7 +269,9 @@ class FilesWarehouse(Warehouse):
 
     # Ray Data ---------------------------------------------------------------------------
 
-    def read_table(self, dataset: str, table: str, *, parallelism: int = -1) -> Dataset:
+    def read_table(
+        self, dataset: str, table: str, *, parallelism: int = -1, num_cpus: float | None = None
+    ) -> Dataset:
         fs, files = self._table_files(dataset, table)
         if not files:
             raise FailedPreconditionError(
@@ -279,11 +281,19 @@ class FilesWarehouse(Warehouse):
         filesystem = self._arrow_fs(fs)
         paths = files if filesystem is not None else [str(p) for p in files]
         if self.format is FileFormat.PARQUET:
-            return ray.data.read_parquet(paths, filesystem=filesystem, override_num_blocks=blocks)
+            return ray.data.read_parquet(
+                paths, filesystem=filesystem, override_num_blocks=blocks, num_cpus=num_cpus
+            )
         if self.format is FileFormat.CSV:
-            return ray.data.read_csv(paths, filesystem=filesystem, override_num_blocks=blocks)
+            return ray.data.read_csv(
+                paths, filesystem=filesystem, override_num_blocks=blocks, num_cpus=num_cpus
+            )
         return ray.data.read_json(
-            paths, filesystem=filesystem, lines=True, override_num_blocks=blocks
+            paths,
+            filesystem=filesystem,
+            lines=True,
+            override_num_blocks=blocks,
+            num_cpus=num_cpus,
         )
 
     def read_query(self, sql: str, *, parallelism: int = -1) -> Dataset:

@@ -279,7 +279,9 @@ class SqlWarehouse(Warehouse):
 
     # Ray Data ---------------------------------------------------------------------------
 
-    def read_table(self, dataset: str, table: str, *, parallelism: int = -1) -> Dataset:
+    def read_table(
+        self, dataset: str, table: str, *, parallelism: int = -1, num_cpus: float | None = None
+    ) -> Dataset:
         with self._connect() as conn:
             reflected = self._table(conn, dataset, table)  # once, here: tasks get plain SQL
             key = _integer_key(reflected)
@@ -307,7 +309,9 @@ class SqlWarehouse(Warehouse):
         return cast(
             Dataset,
             ray.data.read_datasource(
-                source, override_num_blocks=None if parallelism <= 0 else parallelism
+                source,
+                override_num_blocks=None if parallelism <= 0 else parallelism,
+                num_cpus=num_cpus,
             ),
         )
 

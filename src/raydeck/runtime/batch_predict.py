@@ -78,11 +78,26 @@ def _check_columns(files: list[str], fmt: BatchInputFormat, wanted: list[str] | 
         )
 
 
+# CPUs each read and write task reserves. Ray Data's default of 1 left a job stuck once its
+# model replica had taken the one whole free CPU and the rest of the cluster was in halves
+# (two 0.5-CPU deployments on 1-CPU workers): reads and writes are mostly I/O.
+IO_TASK_CPUS = 0.25
+
+
+def io_cpus(spec: BatchPredictSpec) -> float:
+    """CPUs per read/write task: IO_TASK_CPUS, or the replica's own when it takes less."""
+    return min(IO_TASK_CPUS, spec.num_cpus) if spec.num_cpus > 0 else IO_TASK_CPUS
+
+
 def read_input(
-    files: list[str], fmt: BatchInputFormat, columns: list[str] | None, counter: Any
+    files: list[str],
+    fmt: BatchInputFormat,
+    columns: list[str] | None,
+    counter: Any,
+    num_cpus: float | None = None,
 ) -> Any:
     if fmt is BatchInputFormat.JSONL:
-        return ray.data.read_text(files, drop_empty_lines=True)
+        return ray.data.read_text(files, drop_empty_lines=True, num_cpus=num_cpus)
     if fmt is BatchInputFormat.CSV:
         # Every column as text: a stray "n/a" in a numeric column must fail its row, not the
         # whole read (pyarrow would infer float64 from the first block and give up later).
@@ -95,8 +110,9 @@ def read_input(
                 include_columns=columns or [],
             ),
             parse_options=pacsv.ParseOptions(invalid_row_handler=InvalidCsvRow(counter)),
+            num_cpus=num_cpus,
         )
-    return ray.data.read_parquet(files, columns=columns)
+    return ray.data.read_parquet(files, columns=columns, num_cpus=num_cpus)
 
 
 class _ProgressReporter(threading.Thread):
@@ -185,14 +201,14 @@ def run(
         source = f"table {spec.input.table}"
         from raydeck.runtime.batch_tables import read_input_table
 
-        rows_in = read_input_table(spec.input.table, client)
+        rows_in = read_input_table(spec.input.table, client, io_cpus(spec))
     else:
         files = expand_input_uris(spec.input.uris or [])
         fmt = spec.input.format or infer_format(files)
         spec = spec.model_copy(update={"input": spec.input.model_copy(update={"format": fmt})})
         _check_columns(files, fmt, spec.input.feature_columns)
         source = f"{len(files)} file(s)"
-        rows_in = read_input(files, fmt, spec.input.feature_columns, counter)
+        rows_in = read_input(files, fmt, spec.input.feature_columns, counter, io_cpus(spec))
     status = spec.status_directory
     if spec.output.uri is not None:
         conflict = output_conflict(spec.output.uri)
@@ -220,13 +236,13 @@ def run(
             from raydeck.runtime.batch_tables import write_predictions_table
 
             table_sink = write_predictions_table(
-                dataset, spec.output.table, spec.output.mode, client
+                dataset, spec.output.table, spec.output.mode, client, io_cpus(spec)
             )
             rows, failed, output_files = table_sink.rows, table_sink.failed, []
         else:
             assert spec.output.uri is not None
             sink = PredictionSink(spec.output.uri, spec.output.format, max(rows_per_file, 1))
-            dataset.write_datasink(sink)
+            dataset.write_datasink(sink, ray_remote_args={"num_cpus": io_cpus(spec)})
             invalid = ray.get(counter.invalid_rows.remote())
             if invalid:
                 sink.add_invalid_rows(invalid)
@@ -237,6 +253,7 @@ def run(
         if own_client and client is not None:
             client.close()
     batches = ray.get(counter.totals.remote())["batches"]
+    first_error = ray.get(counter.error_example.remote())
     ray.kill(counter)
     reporter.publish(rows, failed, batches, final=True)  # exact, from the sink
     seconds = time.monotonic() - started
@@ -246,6 +263,7 @@ def run(
         "rows_total": rows,
         "rows_succeeded": rows - failed,
         "rows_failed": failed,
+        "first_error": first_error if failed else None,
         "output_files": output_files,
         "output_table": spec.output.table,
         "input_files": len(files),

@@ -35,9 +35,9 @@ __all__ = [
 ]
 
 
-def read_input_table(ref: str, client: RaydeckClient) -> Dataset:
+def read_input_table(ref: str, client: RaydeckClient, num_cpus: float | None = None) -> Dataset:
     """The input table as a Dataset, read in parallel where its warehouse allows."""
-    return rdata.read_table(ref, client=client)
+    return rdata.read_table(ref, client=client, num_cpus=num_cpus)
 
 
 class CountingTableSink(Datasink[dict[str, Any]]):
@@ -89,12 +89,12 @@ class CountingTableSink(Datasink[dict[str, Any]]):
 
 
 def write_predictions_table(
-    ds: Dataset, ref: str, mode: BatchOutputMode, client: RaydeckClient
+    ds: Dataset, ref: str, mode: BatchOutputMode, client: RaydeckClient, num_cpus: float | None
 ) -> CountingTableSink:
     """Write ``ds`` (rows from ``table_output``) to the table ``ref``; all or nothing."""
     parsed = TableRef.parse(ref, field="output.table")
     warehouse = rdata.connect(parsed.connection, client=client)
     dataset = parsed.dataset or warehouse.default_dataset
     sink = CountingTableSink(warehouse.table_sink(dataset, parsed.table, mode.write_mode))
-    write_through(ds, sink)
+    write_through(ds, sink, num_cpus=num_cpus)
     return sink

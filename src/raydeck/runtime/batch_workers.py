@@ -100,8 +100,9 @@ class BatchPredictor:
             columns = self._columns(batch)
             rows = rows_from_table(batch, columns)
         predictions = predict_rows(self.predictor, rows, self.config.parameters, columns)
-        failed = sum(error is not None for error in rows.errors)
-        self.counter.add.remote(len(rows), failed)  # progress only: the sink counts exactly
+        errors = [str(error) for error in rows.errors if error is not None]
+        # progress only (the sink counts exactly), plus one example of what went wrong
+        self.counter.add.remote(len(rows), len(errors), errors[0] if errors else None)
         predicted = output_table(rows, predictions)
         if self.config.table_output:
             return table_output(predicted, batch if self.config.table_input else None)

@@ -34,6 +34,7 @@ __all__ = [
     "BatchPredictionState",
     "BatchResources",
     "BatchResourcesRecord",
+    "too_many_failed",
 ]
 
 Uri = Annotated[str, Field(min_length=1, max_length=4096)]
@@ -164,9 +165,11 @@ class BatchOutput(StrictModel):
 
 
 class BatchResources(StrictModel):
-    """Per model replica (one Ray Data actor)."""
+    """Per model replica (one Ray Data actor); the job's read and write tasks take 0.25 CPU
+    each (less when the replica does). ``num_cpus`` left out: 1, or less when no node of the
+    cluster has 1 CPU free (the largest free slot), so the job can start."""
 
-    num_cpus: Cpus = 1
+    num_cpus: Cpus | None = None
     num_gpus: Gpus = 0
 
 
@@ -180,6 +183,28 @@ class BatchPredictionJobCreate(StrictModel):
     resources: BatchResources = Field(default_factory=BatchResources)
     concurrency: Annotated[int, Field(ge=1), capped("max_batch_concurrency")] = 1  # replicas
     parameters: dict[str, Any] | None = None  # passed to every predict call
+    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None,
+        description="The job FAILS when more than this fraction of its rows failed (0: any "
+        "failed row); default: only when every row failed",
+    )
+
+
+def too_many_failed(counts: BatchPredictionCounts, max_failed_fraction: float | None) -> str | None:
+    """Why a job whose rows all ran still FAILED (the error threshold), or None."""
+    total, failed = counts.rows_total, counts.rows_failed
+    if total <= 0 or failed <= 0:
+        return None
+    if max_failed_fraction is None:
+        if failed < total:
+            return None
+        return f"all {total} rows failed"
+    if failed <= max_failed_fraction * total:
+        return None
+    return (
+        f"{failed} of {total} rows failed ({failed / total:.0%}), over max_failed_fraction "
+        f"{max_failed_fraction:g}"
+    )
 
 
 class BatchInputRecord(BatchInput):
@@ -194,6 +219,7 @@ class BatchOutputRecord(BatchOutput):
 
 class BatchResourcesRecord(BatchResources):
     model_config = LenientModel.model_config
+    num_cpus: float | None = 1  # always resolved when stored
 
 
 class BatchPredictionCounts(LenientModel):
@@ -217,6 +243,7 @@ class BatchPredictionJob(LenientModel):
     resources: BatchResourcesRecord
     concurrency: int
     parameters: dict[str, Any] | None = None
+    max_failed_fraction: float | None = None
     state: BatchPredictionState
     state_reason: str | None = None
     counts: BatchPredictionCounts = Field(default_factory=BatchPredictionCounts)

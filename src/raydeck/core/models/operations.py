@@ -97,10 +97,12 @@ class BillingDimension(StrEnum):
 
 class BillingRow(LenientModel):
     key: str  # project name, or cluster / job / endpoint id
-    name: str
+    name: str  # for jobs: the Raydeck id of what ran (job-…, or its bpj-/cj-/hpt- owner)
     project: str
     amount: float
     node_seconds: float
+    first: datetime | None = None  # when the cost in the report's window started accruing
+    last: datetime | None = None  # … and when it last accrued (tells a deleted "dev" apart)
 
 
 class BillingReport(LenientModel):

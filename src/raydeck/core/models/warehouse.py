@@ -29,6 +29,7 @@ __all__ = [
     "ConnectionUpdate",
     "DatasetInfo",
     "FileFormat",
+    "LoadFormat",
     "QueryRequest",
     "QueryResult",
     "ResolvedConnection",
@@ -302,6 +303,26 @@ class QueryResult(LenientModel):
     rows: list[list[Any]]
     row_count: int
     truncated: bool = False
+
+
+class LoadFormat(StrEnum):
+    """Files ``raydeck data load`` takes (default: from the file name's extension)."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+    JSONL = "jsonl"
+
+    @classmethod
+    def from_filename(cls, name: str) -> LoadFormat | None:
+        suffix = name.lower().rsplit(".", 1)[-1] if "." in name else ""
+        return {
+            "csv": cls.CSV,
+            "parquet": cls.PARQUET,
+            "pq": cls.PARQUET,
+            "jsonl": cls.JSONL,
+            "ndjson": cls.JSONL,
+            "json": cls.JSONL,
+        }.get(suffix)
 
 
 class WriteResult(LenientModel):

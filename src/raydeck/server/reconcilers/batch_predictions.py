@@ -20,7 +20,12 @@ from sqlalchemy import select
 from raydeck.backends.ray_api import RayJobInfo
 from raydeck.core.errors import AlreadyExistsError, NotFoundError, RaydeckError, UnavailableError
 from raydeck.core.models import JobSubmit
-from raydeck.core.models.batch_predictions import TERMINAL_BATCH_STATES, BatchPredictionState
+from raydeck.core.models.batch_predictions import (
+    TERMINAL_BATCH_STATES,
+    BatchPredictionCounts,
+    BatchPredictionState,
+    too_many_failed,
+)
 from raydeck.db.models import BatchPredictionJobRow, ClusterRow, JobRow, utcnow
 from raydeck.runtime.batch_files import (
     ERROR_MARKER,
@@ -30,7 +35,7 @@ from raydeck.runtime.batch_files import (
     read_json_file,
 )
 from raydeck.server.reconcilers.loop import ReconcileLoop
-from raydeck.server.services import job_tokens
+from raydeck.server.services import capacity, job_tokens
 from raydeck.server.services import jobs as job_service
 from raydeck.server.services.batch_predictions import LIVE_STATES, entrypoint, status_uri
 from raydeck.server.services.clusters import ACTIVE_STATES, ray_token
@@ -60,6 +65,8 @@ class _Work:
     target: ClusterTarget
     output_uri: str
     entrypoint: str
+    max_failed_fraction: float | None = None
+    node_names: dict[str, str] | None = None  # raylet address → node name, for reasons
 
 
 class BatchPredictionReconciler:
@@ -104,6 +111,8 @@ class BatchPredictionReconciler:
                         target,
                         status_uri(row.spec),
                         entrypoint(row) if row.state == S.QUEUED.value else "",
+                        row.spec.get("max_failed_fraction"),
+                        capacity.node_names(cluster.spec),
                     )
                 )
         return work
@@ -222,7 +231,8 @@ class BatchPredictionReconciler:
                 reason = f"the job ended without writing {SUMMARY_FILE}"
                 await asyncio.to_thread(self._store, work, info, S.FAILED, reason)
             else:
-                await asyncio.to_thread(self._store, work, info, S.SUCCEEDED, None, summary)
+                end, why = _outcome(summary, work.max_failed_fraction)
+                await asyncio.to_thread(self._store, work, info, end, why, summary)
             return
         progress = await asyncio.to_thread(read_json_file, join_uri(work.output_uri, PROGRESS_FILE))
         if status == "FAILED":
@@ -231,8 +241,19 @@ class BatchPredictionReconciler:
         elif status == "STOPPED":
             reason = "the Ray job was stopped outside Raydeck"
             await asyncio.to_thread(self._store, work, info, S.CANCELLED, reason, progress)
-        elif status == "RUNNING":
-            await asyncio.to_thread(self._store, work, info, S.RUNNING, None, progress)
+        elif status in ("PENDING", "RUNNING"):
+            moving = bool(progress and progress.get("rows_total"))
+            waiting = None if moving else await self._waiting(work)
+            new_state = S.RUNNING if status == "RUNNING" else S.PENDING
+            await asyncio.to_thread(self._store, work, info, new_state, waiting, progress)
+
+    async def _waiting(self, work: _Work) -> str | None:
+        """What the job waits for while no row has gone through: Ray's pending work that fits
+        no node's free resources now ("waiting for 1 CPU; largest free slot 0.5 CPU on …")."""
+        load = await capacity.fetch_load(work.target.dashboard_url, work.target.ray_auth_token)
+        if load is None:
+            return None
+        return capacity.waiting_reason(load, work.node_names or {})
 
     async def _cancel(self, work: _Work) -> None:
         info = await self._ray_job(work)  # asks Ray to stop it, then looks
@@ -272,6 +293,20 @@ class BatchPredictionReconciler:
             if new_state in TERMINAL_BATCH_STATES:
                 row.end_time = (info.end_time if info else None) or utcnow()
                 job_tokens.revoke_job_token(session, row.cluster_id, row.submission_id)
+
+
+def _outcome(
+    summary: dict[str, Any], max_failed_fraction: float | None
+) -> tuple[BatchPredictionState, str | None]:
+    """SUCCEEDED, unless the rows that failed cross the job's error threshold."""
+    counts = BatchPredictionCounts.model_validate(summary)
+    reason = too_many_failed(counts, max_failed_fraction)
+    if reason is None:
+        return S.SUCCEEDED, None
+    example = summary.get("first_error")
+    if isinstance(example, str) and example:
+        reason += f"; e.g. {example}"
+    return S.FAILED, reason
 
 
 def _apply_results(row: BatchPredictionJobRow, results: dict[str, Any]) -> None:

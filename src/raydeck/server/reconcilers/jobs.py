@@ -15,6 +15,7 @@ from raydeck.core.models import JobState
 from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.db.models import ClusterRow, JobRow, utcnow
 from raydeck.server.reconcilers.loop import ReconcileLoop
+from raydeck.server.services import capacity
 from raydeck.server.services.clusters import ACTIVE_STATES, ray_token
 from raydeck.server.services.job_tokens import revoke_job_token
 from raydeck.server.services.jobs import ClusterTarget, apply_ray_info
@@ -24,6 +25,7 @@ __all__ = ["JobReconciler"]
 
 log = logging.getLogger(__name__)
 
+_Target = tuple[ClusterTarget, dict[str, str]]  # and its raylet address → node name
 _LIVE = [s.value for s in JobState if s not in TERMINAL_JOB_STATES]
 _ENDED = frozenset(s.value for s in TERMINAL_JOB_STATES)
 
@@ -35,12 +37,12 @@ class JobReconciler:
 
     async def tick(self) -> None:
         targets = await asyncio.to_thread(self._live_jobs_by_cluster)
-        for target, submission_ids in targets:
-            self.loop.spawn(target.cluster_id, partial(self._sync, target, submission_ids))
+        for (target, names), submission_ids in targets:
+            self.loop.spawn(target.cluster_id, partial(self._sync, target, names, submission_ids))
 
-    def _live_jobs_by_cluster(self) -> list[tuple[ClusterTarget, list[str]]]:
+    def _live_jobs_by_cluster(self) -> list[tuple[_Target, list[str]]]:
         by_cluster: dict[str, list[JobRow]] = defaultdict(list)
-        result: list[tuple[ClusterTarget, list[str]]] = []
+        result: list[tuple[_Target, list[str]]] = []
         with self.state.db.session() as session:
             for row in session.scalars(select(JobRow).where(JobRow.state.in_(_LIVE))):
                 by_cluster[row.cluster_id].append(row)
@@ -61,19 +63,33 @@ class JobReconciler:
                         cluster.dashboard_url,
                         ray_token(self.state.settings, cluster),
                     )
-                    result.append((target, [r.submission_id for r in rows]))
+                    names = capacity.node_names(cluster.spec)
+                    result.append(((target, names), [r.submission_id for r in rows]))
         return result
 
-    async def _sync(self, target: ClusterTarget, submission_ids: list[str]) -> None:
+    async def _sync(
+        self, target: ClusterTarget, names: dict[str, str], submission_ids: list[str]
+    ) -> None:
         try:
             async with target.client() as ray:
                 infos = {info.submission_id: info for info in await ray.list_jobs()}
         except RaydeckError as exc:
             log.debug("jobs on %s not reachable: %s", target.name, exc)
             return
-        await asyncio.to_thread(self._store, target.cluster_id, submission_ids, infos)
+        detail = None
+        if any(infos[i].status == "PENDING" for i in submission_ids if i in infos):
+            load = await capacity.fetch_load(target.dashboard_url, target.ray_auth_token)
+            detail = capacity.waiting_reason(load, names) if load else None
+        await asyncio.to_thread(self._store, target.cluster_id, submission_ids, infos, detail)
 
-    def _store(self, cluster_id: str, ids: list[str], infos: dict[str, RayJobInfo]) -> None:
+    def _store(
+        self,
+        cluster_id: str,
+        ids: list[str],
+        infos: dict[str, RayJobInfo],
+        detail: str | None = None,
+    ) -> None:
+        """``detail``: what the cluster lacks for the work Ray has pending (PENDING jobs)."""
         with self.state.db.session() as session:
             rows = session.scalars(
                 select(JobRow).where(JobRow.cluster_id == cluster_id, JobRow.submission_id.in_(ids))
@@ -82,6 +98,8 @@ class JobReconciler:
                 info = infos.get(row.submission_id)
                 if info is not None:
                     apply_ray_info(row, info)
+                    if detail and info.status == "PENDING":
+                        row.message = "; ".join(m for m in (row.message, detail) if m)[:2000]
                 else:  # e.g. the head restarted and Ray forgot it
                     row.state = JobState.FAILED.value
                     row.message = "the cluster no longer knows this job"

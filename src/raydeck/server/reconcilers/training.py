@@ -33,7 +33,7 @@ from raydeck.core.models.training import CustomJobSpec, TrainingState
 from raydeck.db.models import ClusterRow, TrainingJobRow, utcnow
 from raydeck.runtime.training.spec import RunSpec
 from raydeck.server.reconcilers.loop import ReconcileLoop
-from raydeck.server.services import job_tokens, tuning_jobs
+from raydeck.server.services import capacity, job_tokens, tuning_jobs
 from raydeck.server.services import jobs as job_service
 from raydeck.server.services import training_runs as runs
 from raydeck.server.services.clusters import ACTIVE_STATES, ray_token
@@ -59,6 +59,7 @@ class _Work:
     output_dir: str
     spec: dict[str, Any]
     timed_out: bool
+    node_names: dict[str, str] | None = None  # raylet address → node name, for reasons
 
 
 def read_status(output_dir: str) -> dict[str, Any]:
@@ -72,6 +73,11 @@ def read_status(output_dir: str) -> dict[str, Any]:
 
 def _submission_id(job_id: str, kind: str, attempt: int) -> str:
     return f"raydeck-{kind}-{job_id.split('-', 1)[1]}-a{attempt}"
+
+
+def _joined(*parts: str | None) -> str | None:
+    text = "; ".join(p for p in parts if p)
+    return text[:2000] or None
 
 
 def _job_spec(kind: str, spec: dict[str, Any]) -> CustomJobSpec:
@@ -144,6 +150,7 @@ class TrainingReconciler:
             row.spec["base_output_dir"],
             row.spec,
             timed_out,
+            capacity.node_names(cluster.spec),
         )
 
     async def _reconcile(self, work: _Work) -> None:
@@ -281,9 +288,17 @@ class TrainingReconciler:
         status = await asyncio.to_thread(read_status, work.output_dir)
         if status.get("attempt") != work.attempt:
             status = {}
-        await asyncio.to_thread(self._apply, work, info, status)
+        detail = None
+        waiting = info.status == "PENDING" or status.get("phase") == "waiting"
+        if waiting and work.state is not S.CANCELLING:
+            load = await capacity.fetch_load(work.target.dashboard_url, work.target.ray_auth_token)
+            detail = capacity.waiting_reason(load, work.node_names or {}) if load else None
+        await asyncio.to_thread(self._apply, work, info, status, detail)
 
-    def _apply(self, work: _Work, info: RayJobInfo, status: dict[str, Any]) -> None:
+    def _apply(
+        self, work: _Work, info: RayJobInfo, status: dict[str, Any], detail: str | None = None
+    ) -> None:
+        """``detail``: what the cluster lacks for the work Ray has pending, if anything."""
         with self.state.db.session() as session:
             row = session.get(TrainingJobRow, work.job_id)
             if row is None or row.state not in runs.LIVE_STATES:
@@ -303,9 +318,10 @@ class TrainingReconciler:
                         row.state, row.state_reason = S.RUNNING.value, None
                         row.start_time = row.start_time or utcnow()
                 elif ray_state == "RUNNING" and phase == "waiting":
-                    row.state, row.state_reason = S.QUEUED.value, status.get("message")
+                    row.state = S.QUEUED.value
+                    row.state_reason = _joined(status.get("message"), detail)
                 elif ray_state == "PENDING":
-                    row.state_reason = job_service.summarize_message(info.message)
+                    row.state_reason = _joined(job_service.summarize_message(info.message), detail)
                 return
             if ray_state == "SUCCEEDED":
                 end, reason = S.SUCCEEDED, None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile
 
 from raydeck.core.models import Page
 from raydeck.core.models.warehouse import (
@@ -14,10 +14,14 @@ from raydeck.core.models.warehouse import (
     ConnectionKind,
     ConnectionUpdate,
     DatasetInfo,
+    LoadFormat,
     QueryRequest,
     QueryResult,
     ResolvedConnection,
     TableInfo,
+    TableRef,
+    WriteMode,
+    WriteResult,
 )
 from raydeck.server.auth import Principal, require
 from raydeck.server.routers.common import DbSession, PageSize, PageToken, State
@@ -153,3 +157,29 @@ def run_query(
 ) -> QueryResult:
     """One read-only statement (writes are refused); at most ``limit`` rows."""
     return service.query(state.db, state.settings, connection, body.sql, body.limit, caller.project)
+
+
+@router.post("/{connection}/tables/{table}:load", status_code=201)
+def load_table(
+    connection: str,
+    table: Table,
+    state: State,
+    caller: Annotated[Principal, Depends(require("connections.load"))],
+    file: Annotated[UploadFile, File(description="a CSV (with header), Parquet or JSONL file")],
+    mode: Annotated[WriteMode, Form()] = WriteMode.CREATE,
+    file_format: Annotated[LoadFormat | None, Form(alias="format")] = None,
+    dataset: Dataset = None,
+) -> WriteResult:
+    """Load an uploaded file into a table with the warehouse's staged write path: ``create``
+    (refused when the table exists), ``append`` or ``overwrite``; all or nothing."""
+    ref = str(TableRef(connection=connection, dataset=dataset, table=table))
+    return service.load_table(
+        state.db,
+        state.settings,
+        ref,
+        file.file,
+        filename=file.filename or "",
+        file_format=file_format,
+        mode=mode,
+        project=caller.project,
+    )

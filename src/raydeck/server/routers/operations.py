@@ -75,6 +75,9 @@ def query_logs(
     after: Annotated[int | None, Query(ge=0, description="only records after this id")] = None,
     page_size: PageSize = 100,
     all_projects: AllProjects = False,
+    newest: Annotated[
+        bool, Query(description="the newest page_size records (still oldest first), like tail")
+    ] = False,
 ) -> Page[LogEntry]:
     return log_service.query_logs(
         session,
@@ -86,6 +89,7 @@ def query_logs(
         text=text,
         after=after,
         page_size=page_size,
+        newest=newest,
     )
 
 

@@ -125,8 +125,9 @@ def trial_metrics(
     caller: Annotated[Principal, Depends(require("tuning_jobs.get"))],
     metric: Annotated[str | None, Query()] = None,
 ) -> list[MetricPoint]:
-    _trial_dir(session, job_id, trial_id, caller.project)
-    return runs.metric_points(session, trial_id, metric)
+    _trial_dir(session, job_id, trial_id, caller.project)  # 404 unless the study has it
+    trial = service.get_trial_row(session, job_id, trial_id)  # by id or number
+    return runs.metric_points(session, trial.id, metric)
 
 
 @router.get("/{job_id}/trials/{trial_id}/logs", response_class=PlainTextResponse)
@@ -165,9 +166,10 @@ def download_trial_artifact(
 
 
 def _trial_dir(session: Session, job_id: str, trial_id: str, project: str) -> str:
+    """The trial's output directory; ``trial_id`` may be its number in the study."""
     row = runs.get_run_row(session, service.KIND, job_id, project)
-    service.get_trial_row(session, job_id, trial_id)
-    return trial_output_dir(row.spec["base_output_dir"], trial_id)
+    trial = service.get_trial_row(session, job_id, trial_id)
+    return trial_output_dir(row.spec["base_output_dir"], trial.id)
 
 
 # ---- called by the study driver and the trials on the cluster ---------------------------------

@@ -55,9 +55,10 @@ from raydeck.runtime.batch_files import (
     output_conflict,
 )
 from raydeck.runtime.predictors import predictor_class
+from raydeck.server.services import capacity, uri_policy
+from raydeck.server.services import clusters as cluster_service
 from raydeck.server.services import connections as connection_service
 from raydeck.server.services import jobs as job_service
-from raydeck.server.services import uri_policy
 from raydeck.server.services.models import resolve_version
 from raydeck.server.services.paging import fetch_page
 from raydeck.server.state import ServerState
@@ -98,6 +99,7 @@ def to_model(row: BatchPredictionJobRow) -> BatchPredictionJob:
         resources=spec["resources"],
         concurrency=spec["concurrency"],
         parameters=spec.get("parameters"),
+        max_failed_fraction=spec.get("max_failed_fraction"),
         state=BatchPredictionState(row.state),
         state_reason=row.state_reason,
         counts=BatchPredictionCounts(
@@ -282,6 +284,33 @@ def _check_output_free(session: Session, request: BatchPredictionJobCreate) -> N
             )
 
 
+_RESOURCE_FIELDS = {"CPU": "resources.num_cpus", "GPU": "resources.num_gpus"}
+
+
+def _fit_resources(
+    state: ServerState, request: BatchPredictionJobCreate, project: str
+) -> dict[str, float]:
+    """The replica's resources, CPUs defaulted to what the cluster has free; 400 naming the
+    field when no node of the cluster could ever hold one replica."""
+    with state.db.session() as session:
+        row = cluster_service.get_cluster_row(session, request.cluster, project)
+        shapes = capacity.node_shapes(row.spec)
+        url, name = row.dashboard_url, row.name
+        token = cluster_service.ray_token(state.settings, row) if url else ""
+    cpus = request.resources.num_cpus
+    if cpus is None:
+        cpus = capacity.default_cpus(shapes, capacity.current_load(url, token))
+    resources = {"num_cpus": cpus, "num_gpus": request.resources.num_gpus}
+    capacity.check_fits(
+        shapes,
+        {"CPU": cpus, "GPU": request.resources.num_gpus},
+        cluster=name,
+        field="resources",
+        fields=_RESOURCE_FIELDS,
+    )
+    return resources
+
+
 def create_batch_prediction(
     state: ServerState,
     request: BatchPredictionJobCreate,
@@ -305,8 +334,10 @@ def create_batch_prediction(
     else:
         assert request.output.uri is not None
         _check_output(request.output.uri)
+    resources = _fit_resources(state, request, project)
     job_id = new_id("bpj")
     spec = request.model_dump(mode="json")
+    spec["resources"] = resources
     spec["input"]["format"] = fmt.value if fmt else None
     if request.output.table is not None:
         spec["status_uri"] = f"{state.settings.artifact_root}/batch_predictions/{job_id}"

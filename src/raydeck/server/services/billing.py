@@ -50,8 +50,8 @@ def _observe(session: Session, row: ClusterRow, catalog: PriceCatalog) -> dict[s
         if n.get("alive")
     ]
     subjects: list[dict[str, str]] = [
-        {"kind": "job", "id": job_id, "name": submission_id}
-        for job_id, submission_id in session.execute(
+        {"kind": "job", "id": job_id, "name": job_id}
+        for job_id, _ in session.execute(
             select(JobRow.id, JobRow.submission_id).where(
                 JobRow.cluster_id == row.id, JobRow.state.in_(_ACTIVE_JOB_STATES)
             )
@@ -163,6 +163,21 @@ def _prorated(record: CostRecordRow, since: datetime | None, until: datetime | N
     return record.amount * (end - start).total_seconds() / total
 
 
+_OWNER_KEYS = ("raydeck_batch_prediction", "raydeck_training_job")
+
+
+def _job_owners(session: Session, job_ids: list[str]) -> dict[str, str]:
+    """Job id → the Raydeck id users know it by: the batch prediction or training job that
+    submitted it (bpj-/cj-/hpt-), else the job's own id (never Ray's submission id)."""
+    owners = {}
+    for job_id, metadata in session.execute(
+        select(JobRow.id, JobRow.job_metadata).where(JobRow.id.in_(job_ids))
+    ):
+        owner = next((metadata[k] for k in _OWNER_KEYS if (metadata or {}).get(k)), None)
+        owners[job_id] = str(owner) if owner else job_id
+    return owners
+
+
 def billing_report(
     session: Session,
     *,
@@ -184,6 +199,7 @@ def billing_report(
     amounts: dict[str, float] = defaultdict(float)
     seconds: dict[str, float] = defaultdict(float)
     names: dict[str, tuple[str, str]] = {}
+    spans: dict[str, tuple[datetime, datetime]] = {}
     for record in session.scalars(query):
         key = record.project if by is BillingDimension.PROJECT else record.subject_id
         name = record.project if by is BillingDimension.PROJECT else record.subject_name
@@ -192,6 +208,11 @@ def billing_report(
         amounts[key] += fraction_amount
         seconds[key] += record.node_seconds * share
         names[key] = (name, record.project)
+        first, last = spans.get(key, (record.start_at, record.end_at))
+        spans[key] = (min(first, record.start_at), max(last, record.end_at))
+    if by is BillingDimension.JOB:
+        owners = _job_owners(session, list(amounts))
+        names = {k: (owners.get(k, k), project) for k, (_, project) in names.items()}
     rows = [
         BillingRow(
             key=key,
@@ -199,6 +220,8 @@ def billing_report(
             project=names[key][1],
             amount=round(amounts[key], 6),
             node_seconds=round(seconds[key], 3),
+            first=spans[key][0],
+            last=spans[key][1],
         )
         for key in sorted(amounts, key=lambda k: -amounts[k])
     ]

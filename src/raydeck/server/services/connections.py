@@ -7,8 +7,9 @@ warehouse answers.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import URL, make_url
@@ -25,10 +26,13 @@ from raydeck.core.models.warehouse import (
     ConnectionUpdate,
     DatasetInfo,
     FileFormat,
+    LoadFormat,
     QueryResult,
     ResolvedConnection,
     TableInfo,
     TableRef,
+    WriteMode,
+    WriteResult,
 )
 from raydeck.core.settings import Settings
 from raydeck.db.models import ConnectionRow
@@ -48,6 +52,7 @@ __all__ = [
     "list_connections",
     "list_datasets",
     "list_tables",
+    "load_table",
     "preview_table",
     "query",
     "resolve_connection",
@@ -309,6 +314,52 @@ def preview_table(
     return to_query_result(
         warehouse.preview(dataset or warehouse.default_dataset, table, limit + 1), limit
     )
+
+
+def load_table(
+    db: Database,
+    settings: Settings,
+    ref: str,
+    source: IO[bytes],
+    *,
+    filename: str,
+    file_format: LoadFormat | None,
+    mode: WriteMode,
+    project: str,
+) -> WriteResult:
+    """An uploaded CSV/Parquet/JSONL file into table ``ref`` (``conn.dataset.table``), through
+    the warehouse's staged write path: ``create`` refuses an existing table, ``append`` adds
+    rows (same columns), ``overwrite`` replaces it; a failure leaves the table as it was."""
+    from raydeck.data.loading import read_load_file
+
+    parsed = TableRef.parse(ref, field="table")
+    fmt = file_format or LoadFormat.from_filename(filename)
+    if fmt is None:
+        raise InvalidArgumentError(
+            f"cannot tell the format of {filename!r} from its name; give format "
+            "(csv, parquet or jsonl)",
+            field="format",
+        )
+    warehouse = _warehouse(db, settings, parsed.connection, project)
+    with tempfile.TemporaryDirectory(prefix="raydeck-load-") as spool:
+        path = Path(spool) / f"upload.{fmt.value}"
+        _spool(source, path, settings.data_load_max_bytes)
+        data = read_load_file(path, fmt)
+    dataset = parsed.dataset or warehouse.default_dataset
+    return warehouse.write_arrow(data, dataset, parsed.table, mode)
+
+
+def _spool(source: IO[bytes], path: Path, limit: int) -> None:
+    written = 0
+    with path.open("wb") as target:
+        while chunk := source.read(1024 * 1024):
+            written += len(chunk)
+            if written > limit:
+                raise InvalidArgumentError(
+                    f"the file is larger than {limit} bytes (RAYDECK_DATA_LOAD_MAX_BYTES)",
+                    field="file",
+                )
+            target.write(chunk)
 
 
 def query(

@@ -34,6 +34,7 @@ from raydeck.core.models import (
 )
 from raydeck.core.models.limits import cap_value
 from raydeck.db.models import EndpointRow, utcnow
+from raydeck.server.services import capacity
 from raydeck.server.services.clusters import get_cluster_row
 from raydeck.server.services.models import resolve_version
 from raydeck.server.services.paging import fetch_page
@@ -187,6 +188,16 @@ def deploy_model(
         raise FailedPreconditionError(
             f"cluster {cluster.name!r} is {cluster.state}", field="endpoint"
         )
+    demand = {"CPU": request.num_cpus, "GPU": request.num_gpus}
+    if request.memory:
+        demand["memory"] = float(request.memory)
+    capacity.check_fits(  # a replica no node of the cluster could ever hold: 400 now
+        capacity.node_shapes(cluster.spec),
+        demand,
+        cluster=cluster.name,
+        field="num_cpus",
+        fields={"GPU": "num_gpus", "memory": "memory"},
+    )
     # Only a model of the endpoint's own project: others' are "not found" (field "model").
     version = resolve_version(session, request.model, row.project)
     deployed_id = new_id("dm")

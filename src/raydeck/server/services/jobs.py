@@ -22,7 +22,7 @@ from raydeck.core.ids import new_id
 from raydeck.core.models import Job, JobState, JobSubmit, Page
 from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.db.models import ClusterRow, JobRow
-from raydeck.server.services import job_tokens
+from raydeck.server.services import capacity, job_tokens
 from raydeck.server.services.budgets import check_budget_allows
 from raydeck.server.services.clusters import ACTIVE_STATES, get_cluster_row, ray_token
 from raydeck.server.services.paging import fetch_page
@@ -149,6 +149,7 @@ async def submit_job(
     """``submitter``: the account the job's token acts for (narrowed to job permissions)."""
     await asyncio.to_thread(check_budget, state, project)
     target = await asyncio.to_thread(cluster_target, state, cluster, project)
+    await asyncio.to_thread(_check_entrypoint_fits, state, target, request)
     submission_id = request.submission_id or f"raydeck-{secrets.token_hex(8)}"
     if await asyncio.to_thread(_submission_taken, state, target.cluster_id, submission_id):
         raise AlreadyExistsError(
@@ -178,6 +179,36 @@ async def submit_job(
         raise
     # The stored runtime_env is the caller's: the job's token is never stored in clear.
     return await asyncio.to_thread(record_submission, state, target, submission_id, request)
+
+
+_ENTRYPOINT_FIELDS = {
+    "CPU": "entrypoint_num_cpus",
+    "GPU": "entrypoint_num_gpus",
+    "memory": "entrypoint_memory",
+}
+
+
+def _check_entrypoint_fits(state: ServerState, target: ClusterTarget, request: JobSubmit) -> None:
+    """The driver's own resources must fit a node the cluster can have (400 naming the field)."""
+    demand = {
+        "CPU": request.entrypoint_num_cpus or 0.0,
+        "GPU": request.entrypoint_num_gpus or 0.0,
+        "memory": float(request.entrypoint_memory or 0),
+        **(request.entrypoint_resources or {}),
+    }
+    if not any(v > 0 for v in demand.values()):
+        return
+    with state.db.session() as session:
+        row = session.get(ClusterRow, target.cluster_id)
+        shapes = capacity.node_shapes(row.spec) if row is not None else []
+    if shapes:
+        capacity.check_fits(
+            shapes,
+            demand,
+            cluster=target.name,
+            field="entrypoint_resources",
+            fields=_ENTRYPOINT_FIELDS,
+        )
 
 
 def _issue_token(

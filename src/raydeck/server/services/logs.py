@@ -155,8 +155,11 @@ def query_logs(
     text: str | None = None,
     after: int | None = None,
     page_size: int = 100,
+    newest: bool = False,
 ) -> Page[LogEntry]:
-    """Oldest first. ``after`` is an id: pass the last id seen to page on or to follow."""
+    """Oldest first. ``after`` is an id: pass the last id seen to page on or to follow.
+    ``newest``: the last ``page_size`` matching records instead of the first (like ``tail``),
+    still in time order; no next page."""
     query = select(LogRecordRow)
     if projects is not None:
         query = query.where(LogRecordRow.project.in_(projects))
@@ -178,6 +181,10 @@ def query_logs(
         query = query.where(LogRecordRow.text.contains(text, autoescape=True))
     if after is not None:
         query = query.where(LogRecordRow.id > after)
+    if newest:
+        latest = session.scalars(query.order_by(LogRecordRow.id.desc()).limit(page_size))
+        items = [_to_model(r) for r in reversed(list(latest))]
+        return Page[LogEntry](items=items, next_page_token=None)
     rows = list(session.scalars(query.order_by(LogRecordRow.id).limit(page_size)))
     next_token = str(rows[-1].id) if len(rows) == page_size else None
     return Page[LogEntry](items=[_to_model(r) for r in rows], next_page_token=next_token)

@@ -26,6 +26,7 @@ from raydeck.db.models import (
     TrainingMetricRow,
     utcnow,
 )
+from raydeck.server.services import capacity
 from raydeck.server.services import clusters as cluster_service
 from raydeck.server.services.job_tokens import redact_text, revoke_job_token
 from raydeck.server.services.paging import fetch_page
@@ -35,6 +36,7 @@ __all__ = [
     "LIVE_STATES",
     "STATUS_FILE",
     "cancel_run",
+    "check_fits_cluster",
     "default_output_dir",
     "delete_run",
     "delete_run_metrics",
@@ -96,15 +98,18 @@ def place_run(
     spec: CustomJobSpec,
     *,
     parallel: int = 1,
+    field: str = "worker_pool_specs",
 ) -> None:
     """Point the row at its cluster: an existing one of the row's project (404 naming
-    ``cluster`` if that project has none of that name), or a new ephemeral one there."""
+    ``cluster`` if that project has none of that name), or a new ephemeral one there.
+    On an existing cluster, work that could never fit it is refused (400 naming ``field``)."""
     if cluster is not None:
         cluster_row = cluster_service.get_cluster_row(session, cluster, row.project)
         if cluster_row.state in ("STOPPING", "DELETED", "ERROR"):
             raise FailedPreconditionError(
                 f"cluster {cluster!r} is {cluster_row.state}", field="cluster"
             )
+        check_fits_cluster(spec, capacity.node_shapes(cluster_row.spec), cluster, field)
         row.cluster_id, row.cluster_name, row.ephemeral_cluster = (
             cluster_row.id,
             cluster_row.name,
@@ -131,6 +136,19 @@ def place_run(
         project=row.project,
     )
     row.cluster_id, row.cluster_name, row.ephemeral_cluster = created.id, created.name, True
+
+
+def check_fits_cluster(
+    spec: CustomJobSpec, shapes: list[capacity.NodeShape], cluster: str, field: str
+) -> None:
+    """Each replica (the chief included) reserves its pool's machine_spec: one must fit a node
+    the cluster can have, and all of one run together must fit the cluster at its largest."""
+    demands = []
+    for index, pool in enumerate(spec.worker_pool_specs):
+        demand = pool.machine_spec.ray_resources()
+        capacity.check_fits(shapes, demand, cluster=cluster, field=f"{field}[{index}].machine_spec")
+        demands.extend([demand] * pool.replica_count)
+    capacity.check_total_fits(shapes, demands, cluster=cluster, field=field)
 
 
 def get_run_row(session: Session, kind: str, job_id: str, project: str | None) -> TrainingJobRow:

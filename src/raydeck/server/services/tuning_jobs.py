@@ -150,6 +150,7 @@ def create_tuning_job(
         request.cluster,
         request.trial_job_spec,
         parallel=request.parallel_trial_count,
+        field="trial_job_spec.worker_pool_specs",
     )
     session.add(row)
     session.flush()
@@ -190,7 +191,15 @@ def list_trials(session: Session, job_id: str, project: str | None) -> list[Tria
 
 
 def get_trial_row(session: Session, job_id: str, trial_id: str) -> TrialRow:
-    trial = session.get(TrialRow, trial_id)
+    """``trial_id``: a trial's id, or its number in the study (what `hpt get/trials` show)."""
+    if trial_id.isdigit():
+        trial = session.scalar(
+            select(TrialRow).where(
+                TrialRow.tuning_job_id == job_id, TrialRow.number == int(trial_id)
+            )
+        )
+    else:
+        trial = session.get(TrialRow, trial_id)
     if trial is None or trial.tuning_job_id != job_id:
         raise NotFoundError(f"trial {trial_id!r} of {job_id!r} not found", field="trial")
     return trial
