@@ -39,7 +39,8 @@ class Run:
 
 
 @pytest.fixture
-def dev(static_api: Api, monkeypatch: pytest.MonkeyPatch) -> Api:
+def dev(static_api: Api, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Api:
+    static_api.settings.allowed_roots = str(tmp_path)  # output dirs the tests name under here
     # 4 CPUs: a job is refused when its replicas together could never fit the cluster
     static_api.sdk().clusters.create(
         ClusterCreate.model_validate({"name": "dev", "head": {"num_cpus": 4}})
@@ -206,11 +207,11 @@ def test_logs_of_a_replica_and_follow(
 ) -> None:
     job_id = _created_id(
         cli("custom-jobs", "create", "-c", "dev", "--command", "x", "--replicas", "2",
-            "--base-output-dir", str(tmp_path))
+            "--base-output-dir", str(tmp_path / "out"))
     )  # fmt: skip
     cli("custom-jobs", "logs", job_id).one_line_error("not_found", "workerpool0-0")
-    logs = tmp_path / "replica_logs"
-    logs.mkdir()
+    logs = tmp_path / "out" / "replica_logs"
+    logs.mkdir(parents=True)
     (logs / "workerpool1-0.log").write_text("worker line\n")
     worker = cli("custom-jobs", "logs", job_id, "--replica", "workerpool1-0")
     assert worker.code == 0 and worker.out == "worker line\n"

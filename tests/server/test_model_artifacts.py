@@ -33,6 +33,13 @@ Y = (X[:, 0] > 0.5).astype(int)
 Writer = Callable[[Path], None]
 
 
+@pytest.fixture(autouse=True)
+def _sources_under_tmp_path_allowed(static_api: Api, tmp_path: Path) -> None:
+    """These tests upload from directories under tmp_path (the server's home is in there
+    too, and stays refused): an admin's RAYDECK_ALLOWED_ROOTS."""
+    static_api.settings.allowed_roots = str(tmp_path)
+
+
 def _linear() -> LogisticRegression:
     return LogisticRegression().fit(X, Y)
 
@@ -251,6 +258,7 @@ def capped_api(tmp_path: Path) -> Iterator[Api]:
         model_artifact_max_files=3,
         model_artifact_max_bytes=64 * 1024,
         model_source_max_bytes=2048,
+        allowed_roots=str(tmp_path),
     )
     yield server
     server.close()

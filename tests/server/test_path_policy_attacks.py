@@ -44,7 +44,8 @@ def _ok(response: httpx.Response) -> Any:
 @pytest.fixture(scope="module")
 def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
     home = tmp_path_factory.mktemp("attacked-home")
-    server = ServerProcess(home)
+    data = tmp_path_factory.mktemp("attacked-data")  # the cluster data area (warehouse)
+    server = ServerProcess(home, env={"RAYDECK_CLUSTER_DATA_DIR": str(data)})
     server.env.pop("RAYDECK_ALLOWED_ROOTS", None)
     server.env.pop("RAYDECK_ALLOWED_PRIVATE_NETWORKS", None)
     server.start()
@@ -80,7 +81,7 @@ def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
         beta_file.parent.mkdir(parents=True, exist_ok=True)
         with duckdb.connect(str(beta_file)) as con:
             con.execute("CREATE TABLE secrets AS SELECT 'beta-only' AS s")
-        alpha_dir = home / "warehouse" / "projects" / "alpha"
+        alpha_dir = beta_file.parent.parent / "alpha"  # <warehouse>/projects/<project>
         alpha_dir.mkdir(parents=True, exist_ok=True)
         yield Attack(server, admin, alpha, alpha_dir, beta_file)
     finally:
@@ -108,7 +109,9 @@ def test_sqlite_url_of_the_servers_own_database_is_refused(attack: Attack) -> No
     assert database.is_file()
     for url in (
         f"sqlite:///{database}",
-        f"sqlite:///{attack.alpha_dir}/../../../raydeck.db",  # '..' resolved first
+        # '..' resolved first
+        f"sqlite:///{attack.alpha_dir}/{os.path.relpath(attack.server.home, attack.alpha_dir)}"
+        "/raydeck.db",
         f"sqlite:///{attack.server.home}/secret.key",
     ):
         message = _refused(_create(attack, {"name": "evil", "kind": "sql", "url": url}), "url")

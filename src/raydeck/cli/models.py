@@ -9,6 +9,7 @@ import typer
 
 from raydeck.cli.output import console, err_console, print_json, print_table
 from raydeck.client import RaydeckClient
+from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.models import Framework, Model, ModelVersion
 from raydeck.core.models.registry import parse_version_ref
 
@@ -86,6 +87,13 @@ def upload(
                   + predictor.py (a class with load(artifact_dir) and predict(instances))
     """
     labels = dict(item.partition("=")[::2] for item in label or [])
+    if "://" not in artifact and not Path(artifact).exists():
+        # A plain path is uploaded from this machine; a path only the server reads is a URI.
+        raise InvalidArgumentError(
+            f"artifact {artifact} does not exist here (a local directory or .tar.gz is "
+            "uploaded; name a path on the server as file://…)",
+            field="artifact",
+        )
     action = "uploading" if Path(artifact).exists() else "registering"
     with RaydeckClient() as client, err_console.status(f"{action} {artifact}"):
         version = client.models.upload(
