@@ -24,6 +24,10 @@ ROUTE_CLASSES: list[tuple[str, set[str] | None, str]] = [
     (r"^/api/v1/projects(/[^/]+)?$", None, "admin"),
     (r"/budget$", {"PUT", "DELETE", "PATCH", "POST"}, "project-admin"),
     (r"(/credentials|/authorize|:predict|:rawPredict|:explain)$", None, "use"),
+    # Joining takes a join token and syncing an agent credential: API tokens never work.
+    (r"^/api/v1/(hosts/join|agent/sync)$", None, "agent"),
+    (r"^/api/v1/hosts(/|$)", {"GET"}, "global-read"),
+    (r"^/api/v1/hosts(/|$)", None, "admin"),
 ]
 
 OK, DENIED, UNAUTHENTICATED = "ok", 403, 401
@@ -36,6 +40,7 @@ EXPECTED: dict[str, dict[str, object]] = {
     "admin": dict(zip(CALLERS, (OK, 403, 403, 401, 403, 403), strict=True)),
     "global-read": dict(zip(CALLERS, (OK, OK, OK, 401, 403, 403), strict=True)),
     "project-admin": dict(zip(CALLERS, (OK, 403, 403, 401, 403, OK), strict=True)),
+    "agent": dict.fromkeys(CALLERS, UNAUTHENTICATED),
 }
 
 

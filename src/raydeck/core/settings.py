@@ -25,6 +25,8 @@
 | RAYDECK_MLFLOW_TRACKING_URI | (none) | MLflow server that jobs and trials are mirrored to |
 | RAYDECK_MLFLOW_TRACKING_TOKEN | (none) | bearer token sent to that server, if it wants one |
 | RAYDECK_MLFLOW_SYNC_INTERVAL | 5.0 | seconds between mirroring passes |
+| RAYDECK_HOST_HEARTBEAT_TIMEOUT | 15.0 | a host whose agent is silent this long is LOST |
+| RAYDECK_HOST_POLL_INTERVAL | 1.0 | seconds between a host agent's syncs (told to agents) |
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     mlflow_tracking_token: str | None = None
     mlflow_sync_interval: float = 5.0
+    host_heartbeat_timeout: float = 15.0
+    host_poll_interval: float = 1.0
 
     @property
     def db_url(self) -> str:

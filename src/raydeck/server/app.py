@@ -9,6 +9,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from raydeck.backends.base import ClusterBackend
+from raydeck.backends.hosts import HostsClusterBackend
 from raydeck.backends.local import LocalClusterBackend
 from raydeck.core.settings import Settings, get_settings
 from raydeck.db.models import utcnow
@@ -36,6 +37,7 @@ from raydeck.server.routers import (
     custom_jobs,
     endpoints,
     health,
+    hosts,
     jobs,
     models,
     operations,
@@ -50,13 +52,18 @@ from raydeck.server.state import ServerState
 __all__ = ["create_app", "default_backends"]
 
 
-def default_backends(settings: Settings) -> dict[str, ClusterBackend]:
+def default_backends(settings: Settings, db: Database) -> dict[str, ClusterBackend]:
     return {
         "local": LocalClusterBackend(
             settings.clusters_dir,
             bind_host=settings.ray_bind_host,
             port_range=(settings.port_range_start, settings.port_range_end),
-        )
+        ),
+        "hosts": HostsClusterBackend(
+            db,
+            heartbeat_timeout=settings.host_heartbeat_timeout,
+            port_range=(settings.port_range_start, settings.port_range_end),
+        ),
     }
 
 
@@ -75,7 +82,7 @@ def create_app(
     state = ServerState(
         settings=settings,
         db=db,
-        backends=backends if backends is not None else default_backends(settings),
+        backends=backends if backends is not None else default_backends(settings, db),
         clock=clock,
         price_catalog=catalog,
     )
@@ -132,6 +139,7 @@ def create_app(
         tuning_jobs,
         training_pipelines,
         connections,  # warehouse (issue 6)
+        hosts,  # many hosts (issue 14)
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     # Outermost first: metrics see the audit's time too; audit sees the final status.

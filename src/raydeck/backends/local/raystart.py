@@ -66,6 +66,7 @@ class NodeLaunch:
     auth_token: str
     extra_env: Mapping[str, str]
     gcs_port: int  # the head's GCS port; the node's own when it is the head
+    gcs_host: str | None = None  # the head's IP when it is on another host (else bind_host)
 
     @property
     def is_head(self) -> bool:
@@ -73,7 +74,7 @@ class NodeLaunch:
 
     def argv(self) -> list[str]:
         p = self.ports
-        gcs = "" if self.is_head else host_port(self.bind_host, self.gcs_port)
+        gcs = "" if self.is_head else host_port(self.gcs_host or self.bind_host, self.gcs_port)
         args = [
             sys.executable,
             "-c",

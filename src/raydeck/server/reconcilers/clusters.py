@@ -178,7 +178,10 @@ class ClusterReconciler:
             row.spec = _with_observation(row.spec, observation)
             if not observation.head_alive:
                 row.state = ClusterState.ERROR.value
-                row.state_reason = "the head node is not running (its processes exited)"
+                row.state_reason = (
+                    observation.head_problem
+                    or "the head node is not running (its processes exited)"
+                )
                 return
             pools = [WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]]
             missing = sum(

@@ -1,0 +1,144 @@
+"""Hosts registry over the API: join tokens, joining, agent credentials, drain, delete."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from raydeck.db.models import HostNodeRow, JoinTokenRow, utcnow
+from raydeck.server.services.tokens import hash_secret
+from tests.conftest import Api
+
+REGISTRATION = {
+    "name": "h1",
+    "address": "10.231.14.11",
+    "num_cpus": 4,
+    "memory": 8 * 1024**3,
+    "resources": {"accel": 1},
+    "labels": {"zone": "a"},
+}
+
+
+def _join_token(api: Api, **body: object) -> str:
+    response = api.http.post("/api/v1/hosts/tokens", json=body, headers=api.headers())
+    assert response.status_code == 201, response.text
+    secret: str = response.json()["secret"]
+    assert secret.startswith("rdj_")
+    return secret
+
+
+def _join(api: Api, token: str, **overrides: object) -> dict[str, object]:
+    response = api.http.post(
+        "/api/v1/hosts/join",
+        json={**REGISTRATION, **overrides},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201, response.text
+    joined: dict[str, object] = response.json()
+    return joined
+
+
+def test_join_token_is_hashed_and_registers_a_host(static_api: Api) -> None:
+    token = _join_token(static_api, expires_in_days=1)
+    with static_api.app.state.raydeck.db.session() as session:
+        row = session.query(JoinTokenRow).one()
+        assert row.secret_hash == hash_secret(token) and token not in row.prefix + row.secret_hash
+    joined = _join(static_api, token)
+    credential = str(joined["credential"])
+    assert credential.startswith("rda_")
+    host = static_api.http.get("/api/v1/hosts/h1", headers=static_api.headers("viewer")).json()
+    assert (host["state"], host["num_cpus"], host["free_cpus"]) == ("READY", 4, 4)
+    assert host["labels"] == {"zone": "a"} and host["free_resources"] == {"accel": 1}
+    # The same token registers more hosts until it expires; a name is taken once.
+    _join(static_api, token, name="h2", address="10.231.14.12")
+    again = static_api.http.post(
+        "/api/v1/hosts/join", json=REGISTRATION, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert again.status_code == 409 and again.json()["error"]["field"] == "name"
+    listed = static_api.http.get("/api/v1/hosts", headers=static_api.headers()).json()["items"]
+    assert [h["name"] for h in listed] == ["h1", "h2"]
+
+
+def test_bad_join_tokens_are_refused(static_api: Api) -> None:
+    def join_with(secret: str) -> int:
+        return static_api.http.post(
+            "/api/v1/hosts/join",
+            json=REGISTRATION,
+            headers={"Authorization": f"Bearer {secret}"},
+        ).status_code
+
+    assert join_with("rdj_wrong") == 401
+    assert join_with(static_api.tokens["admin"]) == 401  # an API token is no join token
+    expired = _join_token(static_api)
+    with static_api.app.state.raydeck.db.session() as session:
+        session.query(JoinTokenRow).update({"expires_at": utcnow() - timedelta(seconds=1)})
+    assert join_with(expired) == 401
+    revoked = _join_token(static_api)
+    token_id = static_api.http.get("/api/v1/hosts/tokens", headers=static_api.headers()).json()[
+        "items"
+    ][-1]["id"]
+    assert (
+        static_api.http.delete(
+            f"/api/v1/hosts/tokens/{token_id}", headers=static_api.headers()
+        ).status_code
+        == 200
+    )
+    assert join_with(revoked) == 401
+    bad = static_api.http.post(
+        "/api/v1/hosts/join",
+        json={**REGISTRATION, "address": "not-an-ip"},
+        headers={"Authorization": f"Bearer {_join_token(static_api)}"},
+    )
+    assert bad.status_code == 400 and "address" in bad.text
+    assert static_api.http.get("/api/v1/hosts", headers=static_api.headers()).json()["items"] == []
+
+
+def test_only_admins_manage_hosts(static_api: Api) -> None:
+    user = static_api.headers("user")
+    assert static_api.http.post("/api/v1/hosts/tokens", json={}, headers=user).status_code == 403
+    assert static_api.http.get("/api/v1/hosts", headers=user).status_code == 200
+
+
+def test_agent_sync_authenticates_and_answers_desired_nodes(static_api: Api) -> None:
+    joined = _join(static_api, _join_token(static_api))
+    agent = {"Authorization": f"Bearer {joined['credential']}"}
+    sync = static_api.http.post("/api/v1/agent/sync", json={"nodes": []}, headers=agent)
+    assert sync.status_code == 200, sync.text
+    assert sync.json()["host"] == "h1" and sync.json()["nodes"] == []
+    # Neither an API token nor a join token syncs a host.
+    for secret in (static_api.tokens["admin"], "rda_unknown"):
+        denied = static_api.http.post(
+            "/api/v1/agent/sync", json={"nodes": []}, headers={"Authorization": f"Bearer {secret}"}
+        )
+        assert denied.status_code == 401
+    # Deleting the host revokes its credential.
+    deleted = static_api.http.delete("/api/v1/hosts/h1", headers=static_api.headers())
+    assert deleted.status_code == 200
+    gone = static_api.http.post("/api/v1/agent/sync", json={"nodes": []}, headers=agent)
+    assert gone.status_code == 401
+
+
+def test_a_host_holding_nodes_is_only_deleted_with_force(static_api: Api) -> None:
+    host_id = str(_join(static_api, _join_token(static_api))["host"]["id"])  # type: ignore[index]
+    with static_api.app.state.raydeck.db.session() as session:
+        session.add(
+            HostNodeRow(
+                id="hn-0000000000000001",
+                cluster_id="cl-x",
+                host_id=host_id,
+                node="head",
+                pool="head",
+                port_base=30000,
+                launch={"num_cpus": 1},
+                state="RUNNING",
+            )
+        )
+    host = static_api.http.get("/api/v1/hosts/h1", headers=static_api.headers()).json()
+    assert host["free_cpus"] == 3 and host["nodes"] == ["cl-x/head"]
+    refused = static_api.http.delete("/api/v1/hosts/h1", headers=static_api.headers())
+    assert refused.status_code == 412 and "drain" in refused.json()["error"]["message"]
+    drained = static_api.http.post("/api/v1/hosts/h1/drain", headers=static_api.headers())
+    assert drained.json()["state"] == "DRAINING"
+    forced = static_api.http.delete("/api/v1/hosts/h1?force=true", headers=static_api.headers())
+    assert forced.status_code == 200
+    with static_api.app.state.raydeck.db.session() as session:
+        assert session.query(HostNodeRow).count() == 0
