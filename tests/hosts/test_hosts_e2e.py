@@ -1,0 +1,195 @@
+"""Clusters over three namespace hosts, each with a real agent running real `ray start`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from raydeck.backends.local.processes import cluster_processes, live_daemons
+from raydeck.core.errors import FailedPreconditionError
+from raydeck.core.models import ClusterCreate, ClusterState, JobState, WorkerPoolSpec
+from tests.hosts.conftest import HEARTBEAT_TIMEOUT, HostsEnv
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+NODE_IPS_SCRIPT = """
+import json, ray
+ray.init("raydeck://{cluster}")
+
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+def where():
+    import time
+    time.sleep(0.5)  # busy long enough that Ray must use every node's CPU
+    return ray.util.get_node_ip_address()
+
+print(sorted({{n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}}))
+print(json.dumps(sorted(set(ray.get([where.remote() for _ in range(16)], timeout=180)))))
+"""
+
+
+def _run_client(env: HostsEnv, code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env.server.client_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    return result.stdout
+
+
+def _host_of(env: HostsEnv, cluster: str, node: str) -> str:
+    with env.client() as client:
+        for host in client.hosts.list().items:
+            if f"{cluster}/{node}" in host.nodes:
+                return host.name
+    raise AssertionError(f"{cluster}/{node} is on no host")
+
+
+def _create(env: HostsEnv, name: str, replicas: int, **pool: object) -> None:
+    with env.client() as client:
+        client.clusters.create(
+            ClusterCreate(
+                name=name,
+                backend="hosts",
+                worker_pools=[
+                    WorkerPoolSpec.model_validate({"name": "w", "replica_count": replicas, **pool})
+                ],
+            )
+        )
+        client.clusters.wait(name, timeout=300)
+
+
+def _delete(env: HostsEnv, name: str) -> None:
+    with env.client() as client:
+        client.clusters.delete(name)
+        client.clusters.wait_deleted(name, timeout=120)
+
+
+def _raylets(marker: str) -> int:
+    return sum(1 for cp in cluster_processes(marker) if cp.name == "raylet")
+
+
+def test_cluster_spans_three_hosts_and_takes_jobs(hosts_env: HostsEnv) -> None:
+    _create(hosts_env, "big", 3, num_cpus=1, placement="spread")
+    try:
+        with hosts_env.client() as client:
+            cluster = client.clusters.get("big")
+            hosts = {h.name: h for h in client.hosts.list().items}
+        assert cluster.backend == "hosts" and cluster.state is ClusterState.RUNNING
+        assert [p.current_replica_count for p in cluster.worker_pools] == [3]
+        # spread: one worker per host
+        workers = {_host_of(hosts_env, "big", f"w-{i}") for i in range(3)}
+        assert workers == {"h1", "h2", "h3"}
+        assert cluster.dashboard_url and cluster.dashboard_url.startswith("http://10.231.")
+        assert sum(len(h.nodes) for h in hosts.values()) == 4
+
+        # raydeck:// from outside the namespaces; tasks land on three different IPs.
+        ips = _run_client(hosts_env, NODE_IPS_SCRIPT.format(cluster="big"))
+        assert len(json.loads(ips.strip().splitlines()[-1])) == 3, ips
+
+        # Ray Jobs through the control plane's proxy to the head's dashboard.
+        with hosts_env.client() as client:
+            job = client.jobs.submit("big", "python -c \"print('hello from hosts')\"")
+            done = client.jobs.wait(job.id, timeout=180)
+            assert done.state is JobState.SUCCEEDED, client.jobs.logs(job.id)
+            assert "hello from hosts" in client.jobs.logs(job.id)
+    finally:
+        _delete(hosts_env, "big")
+    with hosts_env.client() as client:
+        assert all(h.nodes == [] for h in client.hosts.list().items)
+
+
+def test_a_pool_that_fits_no_host_fails_naming_the_shortfall(hosts_env: HostsEnv) -> None:
+    with hosts_env.client() as client:
+        client.clusters.create(
+            ClusterCreate(
+                name="huge",
+                backend="hosts",
+                worker_pools=[WorkerPoolSpec(name="w", replica_count=1, num_cpus=64)],
+            )
+        )
+        try:
+            with pytest.raises(FailedPreconditionError) as failed:
+                client.clusters.wait("huge", timeout=120)
+            message = str(failed.value)
+            assert "pool 'w'" in message and "64 CPU" in message and "h1 has" in message
+        finally:
+            client.clusters.delete("huge")
+            client.clusters.wait_deleted("huge", timeout=120)
+
+
+def test_bad_join_token_is_refused(hosts_env: HostsEnv, tmp_path: object) -> None:
+    agent = hosts_env.agents["h1"]
+    argv = [sys.executable, "-m", "raydeck", "node", "join", hosts_env.server.url]
+    argv += ["--name", "intruder", "--data-dir", f"{tmp_path}/intruder", "--token", "rdj_nope"]
+    result = subprocess.run(
+        hosts_env.netns.exec_argv(agent.netns, argv), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "unauthenticated" in result.stderr + result.stdout
+    with hosts_env.client() as client:
+        assert "intruder" not in {h.name for h in client.hosts.list().items}
+
+
+def test_restarted_agent_reattaches_and_a_lost_host_is_replaced(hosts_env: HostsEnv) -> None:
+    _create(hosts_env, "ha", 2, num_cpus=1, placement="spread")
+    try:
+        with hosts_env.client() as client:
+            before = {n.name: n.address for n in client.clusters.get("ha").nodes}
+        head_host = _host_of(hosts_env, "ha", "head")
+        worker_hosts = {_host_of(hosts_env, "ha", f"w-{i}") for i in range(2)}
+        victim = sorted(worker_hosts - {head_host})[0]
+
+        # kill -9 the agent alone and start it again: same nodes, no second copy.
+        state_file = hosts_env.agents[victim].data_dir / "agent.json"
+        markers = list(json.loads(state_file.read_text())["nodes"])
+        assert markers and all(_raylets(m["id"]) == 1 for m in markers)
+        hosts_env.kill_agent(victim)
+        hosts_env.start_agent(victim)
+        hosts_env.wait_ready([victim])
+        with hosts_env.client() as client:
+            wait_until(
+                lambda: client.clusters.get("ha").state is ClusterState.RUNNING, "ha RUNNING"
+            )
+            assert {n.name: n.address for n in client.clusters.get("ha").nodes} == before
+        assert all(_raylets(m["id"]) == 1 for m in markers)
+
+        # The host loses power: agent and Ray processes gone.
+        hosts_env.kill_agent(victim)
+        hosts_env.netns.kill_all(hosts_env.agents[victim].netns)
+        with hosts_env.client() as client:
+
+            def replaced() -> bool:
+                cluster = client.clusters.get("ha")
+                return (
+                    cluster.state is ClusterState.RUNNING
+                    and all(n.alive for n in cluster.nodes)
+                    and victim not in {_host_of(hosts_env, "ha", f"w-{i}") for i in range(2)}
+                )
+
+            wait_until(
+                replaced,
+                "workers replaced on other hosts",
+                timeout=HEARTBEAT_TIMEOUT + 180,
+                interval=1,
+            )
+            assert client.hosts.get(victim).state.value == "LOST"
+        ips = _run_client(hosts_env, NODE_IPS_SCRIPT.format(cluster="ha"))
+        assert hosts_env.netns.addresses[hosts_env.agents[victim].netns] not in ips
+
+        # The host comes back: its agent forgets the dead nodes and takes work again.
+        hosts_env.start_agent(victim)
+        hosts_env.wait_ready([victim])
+        with hosts_env.client() as client:
+            wait_until(lambda: client.hosts.get(victim).nodes == [], f"{victim} empty")
+    finally:
+        _delete(hosts_env, "ha")
+    for marker in markers:
+        assert not live_daemons(cluster_processes(marker["id"]))
