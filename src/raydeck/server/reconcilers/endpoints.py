@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 
@@ -52,6 +53,7 @@ class _ClusterPlan:
     cluster_state: str | None
     serve_port: int | None
     endpoints: tuple[_EndpointPlan, ...]
+    serve_host: str | None = None  # the head's address (another machine on `hosts`)
 
 
 class EndpointReconciler:
@@ -87,7 +89,8 @@ class EndpointReconciler:
                 cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token
             )
             port = cluster.spec.get("serve_port")
-            return _ClusterPlan(target, cluster.state, port, endpoints)
+            host = urlsplit(cluster.dashboard_url).hostname
+            return _ClusterPlan(target, cluster.state, port, endpoints, host)
 
     def _serve_config(self, plan: _ClusterPlan) -> dict[str, Any]:
         authorize = f"{self.state.settings.advertised_url}/api/v1/endpoints/{{id}}/authorize"
@@ -116,7 +119,10 @@ class EndpointReconciler:
         ]
         return {
             "proxy_location": "HeadOnly",  # one HTTP proxy per cluster: one port to allocate
-            "http_options": {"host": self.state.settings.ray_bind_host, "port": plan.serve_port},
+            "http_options": {
+                "host": plan.serve_host or self.state.settings.ray_bind_host,
+                "port": plan.serve_port,
+            },
             "applications": applications,
         }
 
@@ -159,7 +165,9 @@ class EndpointReconciler:
         self, plan: _ClusterPlan, statuses: dict[str, dict[str, Any]], failure: str | None
     ) -> None:
         port = plan.serve_port
-        host = self.state.settings.ray_bind_host
+        host = plan.serve_host or self.state.settings.ray_bind_host
+        if ":" in host:
+            host = f"[{host}]"
         with self.state.db.session() as session:
             for endpoint in plan.endpoints:
                 row = session.get(EndpointRow, endpoint.id)
