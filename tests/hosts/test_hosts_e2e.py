@@ -193,3 +193,87 @@ def test_restarted_agent_reattaches_and_a_lost_host_is_replaced(hosts_env: Hosts
         _delete(hosts_env, "ha")
     for marker in markers:
         assert not live_daemons(cluster_processes(marker["id"]))
+
+
+def _markers(env: HostsEnv) -> set[str]:
+    found: set[str] = set()
+    for agent in env.agents.values():
+        state = agent.data_dir / "agent.json"
+        if state.exists():
+            found.update(node["id"] for node in json.loads(state.read_text())["nodes"])
+    return found
+
+
+def test_server_kill9_and_restart_reattaches_without_duplicates(hosts_env: HostsEnv) -> None:
+    _create(hosts_env, "sr", 2, num_cpus=1)
+    try:
+        markers = _markers(hosts_env)
+        assert len(markers) >= 3 and all(_raylets(m) == 1 for m in markers)
+        with hosts_env.client() as client:
+            before = client.clusters.get("sr").nodes
+        hosts_env.server.kill9()
+        hosts_env.server.start()
+        with hosts_env.client() as client:
+            client.clusters.wait("sr", timeout=120)
+            assert client.clusters.get("sr").nodes == before
+            hosts_env.wait_ready(list(hosts_env.agents))
+            job = client.jobs.submit("sr", "python -c \"print('after restart')\"")
+            assert client.jobs.wait(job.id, timeout=180).state is JobState.SUCCEEDED
+        assert _markers(hosts_env) == markers and all(_raylets(m) == 1 for m in markers)
+    finally:
+        _delete(hosts_env, "sr")
+
+
+def test_drain_moves_workers_and_delete_refuses_a_busy_host(hosts_env: HostsEnv) -> None:
+    _create(hosts_env, "dr", 2, num_cpus=1, placement="spread")
+    try:
+        head_host = _host_of(hosts_env, "dr", "head")
+        victim = next(
+            _host_of(hosts_env, "dr", f"w-{i}")
+            for i in range(2)
+            if _host_of(hosts_env, "dr", f"w-{i}") != head_host
+        )
+        with hosts_env.client() as client:
+            with pytest.raises(FailedPreconditionError, match="drain it first"):
+                client.hosts.delete(victim)
+            assert client.hosts.drain(victim).state.value == "DRAINING"
+
+            def moved() -> bool:
+                cluster = client.clusters.get("dr")
+                return (
+                    cluster.state is ClusterState.RUNNING
+                    and cluster.worker_pools[0].current_replica_count == 2
+                    and client.hosts.get(victim).nodes == []
+                )
+
+            wait_until(moved, f"workers moved off {victim}", timeout=180, interval=1)
+            assert client.hosts.drain(victim, undo=True).state.value == "READY"
+    finally:
+        _delete(hosts_env, "dr")
+
+
+def test_losing_the_heads_host_is_an_error_until_repaired(hosts_env: HostsEnv) -> None:
+    _create(hosts_env, "rp", 1, num_cpus=1)
+    victim = _host_of(hosts_env, "rp", "head")
+    try:
+        hosts_env.kill_agent(victim)
+        hosts_env.netns.kill_all(hosts_env.agents[victim].netns)
+        with hosts_env.client() as client:
+            wait_until(
+                lambda: client.clusters.get("rp").state is ClusterState.ERROR,
+                "rp in ERROR",
+                timeout=HEARTBEAT_TIMEOUT + 60,
+                interval=0.5,
+            )
+            reason = client.clusters.get("rp").state_reason or ""
+            assert f"host {victim} is lost" in reason and "repair" in reason
+            client.clusters.repair("rp")
+            client.clusters.wait("rp", timeout=300)
+        assert _host_of(hosts_env, "rp", "head") != victim
+        ips = json.loads(_run_client(hosts_env, NODE_IPS_SCRIPT.format(cluster="rp")).split()[-1])
+        victim_ip = hosts_env.netns.addresses[hosts_env.agents[victim].netns]
+        assert ips and victim_ip not in ips
+    finally:
+        hosts_env.start_agent(victim)
+        hosts_env.wait_ready([victim])
+        _delete(hosts_env, "rp")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,9 +14,14 @@ from raydeck.db.models import HostNodeRow, HostRow
 
 __all__ = ["effective_state", "free_capacity", "host_views", "is_live", "node_demand"]
 
+# Agents cannot have reached a server that was not running: heartbeats count from this
+# process's start at the earliest, so a restarted server gives every host a full timeout to
+# sync again instead of declaring them all lost at once.
+_PROCESS_STARTED = datetime.now(UTC)
+
 
 def is_live(host: HostRow, now: datetime, timeout: float) -> bool:
-    seen = host.last_seen_at or host.created_at
+    seen = max(host.last_seen_at or host.created_at, _PROCESS_STARTED)
     return now - seen <= timedelta(seconds=timeout)
 
 
