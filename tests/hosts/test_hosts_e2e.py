@@ -270,7 +270,9 @@ def test_losing_the_heads_host_is_an_error_until_repaired(hosts_env: HostsEnv) -
             client.clusters.repair("rp")
             client.clusters.wait("rp", timeout=300)
         assert _host_of(hosts_env, "rp", "head") != victim
-        ips = json.loads(_run_client(hosts_env, NODE_IPS_SCRIPT.format(cluster="rp")).split()[-1])
+        ips = json.loads(
+            _run_client(hosts_env, NODE_IPS_SCRIPT.format(cluster="rp")).splitlines()[-1]
+        )
         victim_ip = hosts_env.netns.addresses[hosts_env.agents[victim].netns]
         assert ips and victim_ip not in ips
     finally:
