@@ -18,7 +18,7 @@ import pytest
 
 from raydeck.client import RaydeckClient
 from raydeck.devtools import ServerProcess
-from tests.netns import NetnsHosts, netns_unavailable_reason
+from raydeck.devtools.netns import NetnsHosts, netns_unavailable_reason
 from tests.waiting import wait_until
 
 TAG = int(os.environ.get("RAYDECK_TEST_NETNS_TAG", "14"))
@@ -103,8 +103,8 @@ def hosts_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsEnv]:
         netns.create()
         server = ServerProcess(
             root / "server-home",
+            host=netns.bridge_ip,
             env={
-                "RAYDECK_HOST": netns.bridge_ip,
                 "RAYDECK_RECONCILE_INTERVAL": "0.5",
                 "RAYDECK_HOST_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
                 "RAYDECK_HOST_POLL_INTERVAL": "0.5",
@@ -112,7 +112,6 @@ def hosts_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsEnv]:
                 "RAYDECK_PORT_RANGE_END": "29999",
             },
         )
-        server.url = f"http://{netns.bridge_ip}:{server.port}"
         server.start()
         with RaydeckClient(server.url, server.token) as client:
             token = client.hosts.create_join_token(expires_in_days=1).secret
