@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_a_pool_that_fits_no_host_fails_naming_the_shortfall(hosts_env: HostsEnv
             client.clusters.wait_deleted("huge", timeout=120)
 
 
-def test_bad_join_token_is_refused(hosts_env: HostsEnv, tmp_path: object) -> None:
+def test_bad_join_token_is_refused(hosts_env: HostsEnv, tmp_path: Path) -> None:
     agent = hosts_env.agents["h1"]
     argv = [sys.executable, "-m", "raydeck", "node", "join", hosts_env.server.url]
     argv += ["--name", "intruder", "--data-dir", f"{tmp_path}/intruder", "--token", "rdj_nope"]
@@ -279,3 +280,38 @@ def test_losing_the_heads_host_is_an_error_until_repaired(hosts_env: HostsEnv) -
         hosts_env.start_agent(victim)
         hosts_env.wait_ready([victim])
         _delete(hosts_env, "rp")
+
+
+def test_join_as_a_service_writes_a_unit_and_the_cli_manages_hosts(
+    hosts_env: HostsEnv, tmp_path: Path
+) -> None:
+    agent = hosts_env.agents["h1"]
+    unit = tmp_path / "raydeck-agent.service"
+    argv = [sys.executable, "-m", "raydeck", "node", "join", hosts_env.server.url]
+    argv += ["--token", hosts_env.join_token, "--name", "svc", "--data-dir", str(tmp_path / "svc")]
+    argv += ["--service", "--unit-path", str(unit), "--num-cpus", "1"]
+    joined = subprocess.run(
+        hosts_env.netns.exec_argv(agent.netns, argv), capture_output=True, text=True, timeout=120
+    )
+    assert joined.returncode == 0, joined.stderr
+    text = unit.read_text()
+    assert "KillMode=process" in text and f"--data-dir {tmp_path / 'svc'}" in text
+    assert "rdj_" not in text  # the unit re-attaches with the stored credential
+    state = tmp_path / "svc" / "agent.json"
+    assert state.stat().st_mode & 0o777 == 0o600
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "raydeck", *args],
+            env=hosts_env.server.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = json.loads(cli("hosts", "list", "-o", "json"))
+    assert {h["name"] for h in listed} == {"h1", "h2", "h3", "svc"}
+    assert "svc deleted" in cli("hosts", "delete", "svc")
+    assert "join token" in cli("hosts", "token", "create", "--expires-in-days", "0.5")

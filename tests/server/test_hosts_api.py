@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
+
+from raydeck.backends.hosts import HostsClusterBackend
 from raydeck.db.models import HostNodeRow, JoinTokenRow, utcnow
 from raydeck.server.services.tokens import hash_secret
 from tests.conftest import Api
@@ -142,3 +145,28 @@ def test_a_host_holding_nodes_is_only_deleted_with_force(static_api: Api) -> Non
     assert forced.status_code == 200
     with static_api.app.state.raydeck.db.session() as session:
         assert session.query(HostNodeRow).count() == 0
+
+
+def test_a_cluster_no_host_could_ever_hold_is_refused_at_create(static_api: Api) -> None:
+    state = static_api.app.state.raydeck
+    state.backends["hosts"] = HostsClusterBackend(state.db)
+
+    def create(**pool: object) -> httpx.Response:
+        body = {"name": "big", "backend": "hosts", "worker_pools": [{"name": "w", **pool}]}
+        return static_api.http.post("/api/v1/clusters", json=body, headers=static_api.headers())
+
+    none_yet = create()
+    assert none_yet.status_code == 400 and none_yet.json()["error"]["field"] == "backend"
+    assert "raydeck node join" in none_yet.json()["error"]["message"]
+    _join(static_api, _join_token(static_api))  # h1: 4 CPUs, accel=1, zone=a
+    too_big = create(num_cpus=8)
+    error = too_big.json()["error"]
+    assert too_big.status_code == 400 and error["field"] == "worker_pools[0]"
+    assert "each needs 8 CPU" in error["message"] and "h1 has 4 CPU" in error["message"]
+    assert create(resources={"accel": 2}).status_code == 400
+    assert create(host_labels={"zone": "b"}).status_code == 400
+    listed = static_api.http.get("/api/v1/clusters", headers=static_api.headers()).json()
+    assert listed["items"] == []  # nothing stored by a refused create
+    fits = create(num_cpus=2, replica_count=2, placement="spread", host_labels={"zone": "a"})
+    assert fits.status_code == 201, fits.text
+    assert fits.json()["worker_pools"][0]["placement"] == "spread"

@@ -29,6 +29,7 @@ __all__ = [
     "NodeLogFile",
     "NodeObservation",
     "PoolSpec",
+    "SpecValidator",
 ]
 
 
@@ -125,6 +126,15 @@ class MetricsSource(ABC):
     @abstractmethod
     def metrics_targets(self, spec: ClusterSpec) -> list[MetricsTarget]:
         """Targets of the nodes that exist now; never starts or stops anything."""
+
+
+class SpecValidator(ABC):
+    """Capability: the backend can tell at create time that a spec can never run on it."""
+
+    @abstractmethod
+    def check_spec(self, spec: ClusterSpec) -> None:
+        """Raise ``InvalidArgumentError`` naming the pool (``head``, ``worker_pools[i]``) that
+        no capacity the backend knows of could ever hold; never starts anything."""
 
 
 class ClusterBackend(ABC):

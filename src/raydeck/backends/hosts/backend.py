@@ -28,14 +28,21 @@ from raydeck.backends.base import (
     MetricsTarget,
     NodeObservation,
     PoolSpec,
+    SpecValidator,
 )
-from raydeck.backends.hosts.placement import choose_port_base, place_nodes
-from raydeck.backends.hosts.store import host_views, is_live
+from raydeck.backends.hosts.placement import (
+    HostView,
+    PlacementShortfall,
+    choose_port_base,
+    place_nodes,
+)
+from raydeck.backends.hosts.store import host_views, is_live, total_capacity
 from raydeck.backends.local.planning import HEAD, choose_surplus, missing_workers
 from raydeck.backends.local.ports import NodePorts
 from raydeck.backends.local.raystart import check_resources, host_port
 from raydeck.backends.local.readiness import wait_for_nodes
 from raydeck.backends.local.state import ClusterState, NodeRecord
+from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.ids import new_id
 from raydeck.core.models.hosts import HostNodeState, HostState
 from raydeck.db.models import HostNodeRow, HostRow
@@ -46,7 +53,7 @@ __all__ = ["HostsClusterBackend"]
 _POLL_SECONDS = 0.25
 
 
-class HostsClusterBackend(ClusterBackend, MetricsSource):
+class HostsClusterBackend(ClusterBackend, MetricsSource, SpecValidator):
     kind = "hosts"
 
     def __init__(
@@ -123,6 +130,36 @@ class HostsClusterBackend(ClusterBackend, MetricsSource):
             if not self._still_reported(ids):
                 return
             time.sleep(_POLL_SECONDS)
+
+    # -- SpecValidator ----------------------------------------------------------------------
+
+    def check_spec(self, spec: ClusterSpec) -> None:
+        """Each node kind must fit, empty, on at least one registered host (whatever runs on
+        it now): otherwise no waiting would ever help."""
+        with self._db.session() as session:
+            hosts = list(session.scalars(select(HostRow).order_by(HostRow.name)))
+        if not hosts:
+            raise InvalidArgumentError(
+                "no hosts have joined yet: run `raydeck node join` on a machine first "
+                "(a join token comes from `raydeck hosts token create`)",
+                field="backend",
+            )
+        pools = [
+            ("head", spec.head),
+            *((f"worker_pools[{i}]", p) for i, p in enumerate(spec.worker_pools)),
+        ]
+        for field, pool in pools:
+            empty = [
+                HostView(h.id, h.name, dict(h.labels), total_capacity(h), h.memory > 0)
+                for h in hosts
+            ]
+            try:
+                place_nodes(empty, [(pool.name, pool)], {})
+            except PlacementShortfall as exc:
+                detail = exc.message.replace("not enough room on the hosts: ", "")
+                raise InvalidArgumentError(
+                    f"{detail.replace('free', 'in total')}", field=field
+                ) from None
 
     # -- MetricsSource ----------------------------------------------------------------------
 

@@ -12,7 +12,14 @@ from raydeck.backends.hosts.placement import Capacity, HostView
 from raydeck.core.models.hosts import HostState
 from raydeck.db.models import HostNodeRow, HostRow
 
-__all__ = ["effective_state", "free_capacity", "host_views", "is_live", "node_demand"]
+__all__ = [
+    "effective_state",
+    "free_capacity",
+    "host_views",
+    "is_live",
+    "node_demand",
+    "total_capacity",
+]
 
 # Agents cannot have reached a server that was not running: heartbeats count from this
 # process's start at the earliest, so a restarted server gives every host a full timeout to

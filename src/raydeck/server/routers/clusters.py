@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from raydeck.backends.base import SpecValidator
 from raydeck.core.models import Cluster, ClusterCreate, ClusterState, ClusterUpdate, Page
 from raydeck.server.auth import Principal, require
 from raydeck.server.routers.common import DbSession, PageSize, PageToken, State
@@ -23,9 +24,14 @@ def create_cluster(
     caller: Annotated[Principal, Depends(require("clusters.create"))],
 ) -> Cluster:
     backend = body.backend or state.settings.default_backend
-    state.backend(backend)  # 400 for an unknown backend before anything is stored
+    driver = state.backend(backend)  # 400 for an unknown backend before anything is stored
     return service.create_cluster(
-        session, body, backend=backend, ray_version=RAY_VERSION, project=caller.project
+        session,
+        body,
+        backend=backend,
+        ray_version=RAY_VERSION,
+        project=caller.project,
+        validator=driver if isinstance(driver, SpecValidator) else None,
     )
 
 

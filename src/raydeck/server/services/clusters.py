@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from raydeck.backends.base import ClusterSpec, PoolSpec
+from raydeck.backends.base import ClusterSpec, PoolSpec, SpecValidator
 from raydeck.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -136,7 +136,10 @@ def create_cluster(
     backend: str,
     ray_version: str,
     project: str = "default",
+    validator: SpecValidator | None = None,
 ) -> Cluster:
+    """``validator``: the backend's create-time check (a 4xx, nothing stored, when the spec
+    could never run on it)."""
     check_budget_allows(session, project, "creating clusters")
     if request.ray_version is not None and request.ray_version != ray_version:
         raise InvalidArgumentError(
@@ -171,6 +174,8 @@ def create_cluster(
         session.flush()
     except IntegrityError as exc:  # lost a race with a concurrent create of the same name
         raise AlreadyExistsError(f"cluster {request.name!r} already exists", field="name") from exc
+    if validator is not None:
+        validator.check_spec(backend_spec(row))  # raising rolls the row back
     return to_model(row)
 
 
