@@ -78,6 +78,7 @@ class RawNetnsCluster(RawCluster):
             args = [
                 f"--address={gcs}",
                 f"--node-ip-address={self.netns.addresses[name]}",
+                f"--temp-dir={self.temp_dir}/w{i}",  # as the agents do: one per node
                 "--num-cpus=1",
                 "--disable-usage-stats",
                 *self._node_ports(i),

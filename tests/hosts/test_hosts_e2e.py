@@ -101,6 +101,18 @@ def test_cluster_spans_three_hosts_and_takes_jobs(hosts_env: HostsEnv) -> None:
             done = client.jobs.wait(job.id, timeout=180)
             assert done.state is JobState.SUCCEEDED, client.jobs.logs(job.id)
             assert "hello from hosts" in client.jobs.logs(job.id)
+
+            # The agents ship their nodes' Ray log files: every host's lines arrive.
+            def shipped() -> set[str]:
+                entries = client.logs.query("cluster/big", page_size=1000).items
+                return {e.source.partition("/")[0] for e in entries}
+
+            wait_until(
+                lambda: {"head", "w-0", "w-1", "w-2"} <= shipped(),
+                "raylet logs of all 4 nodes",
+                timeout=60,
+                interval=1,
+            )
     finally:
         _delete(hosts_env, "big")
     with hosts_env.client() as client:

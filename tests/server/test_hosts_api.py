@@ -7,7 +7,7 @@ from datetime import timedelta
 import httpx
 
 from raydeck.backends.hosts import HostsClusterBackend
-from raydeck.db.models import HostNodeRow, JoinTokenRow, utcnow
+from raydeck.db.models import ClusterRow, HostNodeRow, JoinTokenRow, utcnow
 from raydeck.server.services.tokens import hash_secret
 from tests.conftest import Api
 
@@ -170,3 +170,64 @@ def test_a_cluster_no_host_could_ever_hold_is_refused_at_create(static_api: Api)
     fits = create(num_cpus=2, replica_count=2, placement="spread", host_labels={"zone": "a"})
     assert fits.status_code == 201, fits.text
     assert fits.json()["worker_pools"][0]["placement"] == "spread"
+
+
+def test_agents_ship_log_lines_of_their_own_nodes_only(static_api: Api) -> None:
+    token = _join_token(static_api)
+    h1 = _join(static_api, token)
+    h2 = _join(static_api, token, name="h2", address="10.231.14.12")
+    with static_api.app.state.raydeck.db.session() as session:
+        session.add(
+            ClusterRow(
+                id="cl-logs",
+                name="logs",
+                state="RUNNING",
+                backend="hosts",
+                ray_version="",
+                spec={"head": {}, "worker_pools": []},
+                ray_auth_token="t",
+            )
+        )
+        session.add(
+            HostNodeRow(
+                id="hn-00000000000000aa",
+                cluster_id="cl-logs",
+                host_id=str(h1["host"]["id"]),  # type: ignore[index]
+                node="head",
+                pool="head",
+                port_base=30000,
+                launch={"num_cpus": 1},
+                state="RUNNING",
+            )
+        )
+
+    def ship(joined: dict[str, object], offset: int, text: str) -> dict[str, int]:
+        chunk = {
+            "node_id": "hn-00000000000000aa",
+            "file": "raylet.out",
+            "offset": offset,
+            "size": len(text.encode()),
+            "text": text,
+        }
+        response = static_api.http.post(
+            "/api/v1/agent/logs",
+            json={"chunks": [chunk]},
+            headers={"Authorization": f"Bearer {joined['credential']}"},
+        )
+        assert response.status_code == 200, response.text
+        positions: dict[str, int] = response.json()["positions"]
+        return positions
+
+    key = "hn-00000000000000aa/raylet.out"
+    assert ship(h1, 0, "first line\nsecond line\n") == {key: 23}
+    assert ship(h1, 5, "out of order\n") == {key: 23}  # refused: resume at 23
+    assert ship(h1, 23, "third line\n") == {key: 34}
+    assert ship(h2, 34, "not h2's node\n") == {}  # another host cannot write for it
+    logs = static_api.http.get(
+        "/api/v1/logs", params={"resource": "cluster/logs"}, headers=static_api.headers()
+    ).json()["items"]
+    assert [(e["source"], e["text"]) for e in logs] == [
+        ("head/raylet.out", "first line"),
+        ("head/raylet.out", "second line"),
+        ("head/raylet.out", "third line"),
+    ]

@@ -25,7 +25,7 @@ ROUTE_CLASSES: list[tuple[str, set[str] | None, str]] = [
     (r"/budget$", {"PUT", "DELETE", "PATCH", "POST"}, "project-admin"),
     (r"(/credentials|/authorize|:predict|:rawPredict|:explain)$", None, "use"),
     # Joining takes a join token and syncing an agent credential: API tokens never work.
-    (r"^/api/v1/(hosts/join|agent/sync)$", None, "agent"),
+    (r"^/api/v1/(hosts/join|agent/sync|agent/logs)$", None, "agent"),
     (r"^/api/v1/hosts(/|$)", {"GET"}, "global-read"),
     (r"^/api/v1/hosts(/|$)", None, "admin"),
 ]

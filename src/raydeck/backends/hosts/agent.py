@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,9 @@ from raydeck.backends.hosts.node_runner import NodeRunner, RunningNode
 from raydeck.core.errors import RaydeckError, UnauthenticatedError, error_from_payload
 from raydeck.core.models.hosts import (
     AgentDesired,
+    AgentLogChunk,
+    AgentLogPositions,
+    AgentLogs,
     AgentNodeReport,
     AgentSync,
     HostNodeState,
@@ -42,6 +46,11 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "agent.json"
 LOCK_FILE = "agent.lock"
+LOG_SECONDS = 2.0
+# Ray's own daemons' logs worth shipping (job output reaches the server via the Jobs API).
+_SHIPPED_LOGS = ("raylet.out", "raylet.err", "gcs_server.out", "gcs_server.err")
+_CHUNK_BYTES = 256 * 1024
+_SHIP_BYTES = 1024 * 1024  # per pass: a chatty node cannot hold the others back
 
 
 @dataclass
@@ -115,6 +124,8 @@ class HostAgent:
         self._failed: dict[str, str] = {}
         self._checked_client_server: set[str] = set()
         self._lock = threading.Lock()
+        self._log_positions: dict[str, int] | None = None
+        self._next_logs = 0.0
         self.stop_event = threading.Event()
 
     # -- main loop --------------------------------------------------------------------------
@@ -127,6 +138,9 @@ class HostAgent:
                 try:
                     desired = self.sync_once()
                     poll = desired.poll_seconds
+                    if time.monotonic() >= self._next_logs:
+                        self._next_logs = time.monotonic() + LOG_SECONDS
+                        self.ship_logs()
                 except UnauthenticatedError:
                     log.error("the control plane refused this host's credential: stopping")
                     self.stop_all()
@@ -140,18 +154,75 @@ class HostAgent:
             self.http.close()
 
     def sync_once(self) -> AgentDesired:
-        response = self.http.post(
-            "/api/v1/agent/sync", json=AgentSync(nodes=self.observe()).model_dump(mode="json")
-        )
+        body = AgentSync(nodes=self.observe()).model_dump(mode="json")
+        desired = AgentDesired.model_validate(self._post("/api/v1/agent/sync", body))
+        self.reconcile(desired.nodes)
+        return desired
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        response = self.http.post(path, json=body)
         if not response.is_success:
             try:
                 payload = response.json().get("error", {})
             except ValueError:
                 payload = {"message": response.text[:300]}
             raise error_from_payload(payload, response.status_code)
-        desired = AgentDesired.model_validate(response.json())
-        self.reconcile(desired.nodes)
-        return desired
+        return response.json()
+
+    # -- logs -------------------------------------------------------------------------------
+
+    def ship_logs(self) -> None:
+        """Send new whole lines of the nodes' Ray log files, from where the server has them."""
+        if self._log_positions is None:  # a (re)started agent asks where to resume first
+            self._log_positions = self._send_logs([])
+        with self._lock:
+            records = [
+                r
+                for r in self.state.nodes.values()
+                if r.id not in self._starting and r.id not in self._stopping
+            ]
+        chunks: list[AgentLogChunk] = []
+        budget = _SHIP_BYTES
+        for record in records:
+            log_dir = Path(record.temp_dir) / "session_latest" / "logs"
+            paths = [log_dir / name for name in _SHIPPED_LOGS]
+            paths += sorted((log_dir / "serve").glob("replica_*.log"))
+            for path in paths:
+                if budget <= 0 or len(chunks) >= 64:
+                    break
+                chunk = self._read_chunk(record.id, log_dir, path, min(budget, _CHUNK_BYTES))
+                if chunk is not None:
+                    chunks.append(chunk)
+                    budget -= chunk.size
+        if chunks:
+            self._log_positions = self._send_logs(chunks)
+
+    def _read_chunk(
+        self, node_id: str, log_dir: Path, path: Path, limit: int
+    ) -> AgentLogChunk | None:
+        relative = str(path.relative_to(log_dir))
+        assert self._log_positions is not None
+        position = self._log_positions.get(f"{node_id}/{relative}", 0)
+        try:
+            size = path.stat().st_size
+            if size < position:  # truncated or rotated: it starts over, and so do we
+                position = 0
+            if size == position:
+                return None
+            with path.open("rb") as handle:
+                handle.seek(position)
+                data = handle.read(limit)
+        except OSError:
+            return None
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return None  # no whole line yet
+        text = data[:end].decode("utf-8", errors="replace")
+        return AgentLogChunk(node_id=node_id, file=relative, offset=position, size=end, text=text)
+
+    def _send_logs(self, chunks: list[AgentLogChunk]) -> dict[str, int]:
+        body = AgentLogs(chunks=chunks).model_dump(mode="json")
+        return AgentLogPositions.model_validate(self._post("/api/v1/agent/logs", body)).positions
 
     # -- observe / reconcile ----------------------------------------------------------------
 

@@ -72,13 +72,17 @@ class HostsClusterBackend(ClusterBackend, MetricsSource, SpecValidator):
         self._stop_timeout = stop_timeout
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
+        # Placements of different clusters read what is free and which port slots are taken
+        # on a host, then write: one at a time, so two never take the same room or slot.
+        self._placing = threading.Lock()
 
     # -- ClusterBackend -------------------------------------------------------------------
 
     def apply(self, spec: ClusterSpec, *, prefer_remove: Sequence[str] = ()) -> ClusterEndpoints:
         _check_pools(spec)
         with self._cluster_lock(spec.cluster_id):
-            new_ids = self._plan(spec, set(prefer_remove))
+            with self._placing:
+                new_ids = self._plan(spec, set(prefer_remove))
             self._wait_started(spec, new_ids)
             endpoints, ports = self._endpoints_and_ports(spec.cluster_id, new_ids)
             if ports:

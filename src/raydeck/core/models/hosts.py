@@ -18,6 +18,9 @@ from raydeck.core.models.common import LenientModel, Name, StrictModel
 
 __all__ = [
     "AgentDesired",
+    "AgentLogChunk",
+    "AgentLogPositions",
+    "AgentLogs",
     "AgentNodeReport",
     "AgentSync",
     "Host",
@@ -152,3 +155,23 @@ class AgentNodeReport(StrictModel):
 
 class AgentSync(StrictModel):
     nodes: list[AgentNodeReport] = Field(default_factory=list, max_length=1000)
+
+
+class AgentLogChunk(StrictModel):
+    """Whole lines of one Ray log file of one node, starting at byte ``offset``."""
+
+    node_id: str = Field(max_length=64)
+    file: str = Field(min_length=1, max_length=200, pattern=r"^(serve/)?[A-Za-z0-9_.\-]+$")
+    offset: int = Field(ge=0)
+    size: int = Field(ge=0, le=262_144)  # bytes of the file the text was decoded from
+    text: str = Field(max_length=262_144)
+
+
+class AgentLogs(StrictModel):
+    chunks: list[AgentLogChunk] = Field(default_factory=list, max_length=64)
+
+
+class AgentLogPositions(LenientModel):
+    """How far the control plane has stored each ``<node_id>/<file>``: ship from there."""
+
+    positions: dict[str, int] = Field(default_factory=dict)

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from raydeck.core.models import Page
 from raydeck.core.models.hosts import (
     AgentDesired,
+    AgentLogPositions,
+    AgentLogs,
     AgentSync,
     Host,
     HostJoined,
@@ -20,6 +22,7 @@ from raydeck.core.models.hosts import (
 from raydeck.db.models import HostRow, JoinTokenRow
 from raydeck.server.auth import PERMISSION_KEY, Principal, bearer_secret, require
 from raydeck.server.routers.common import DbSession, State
+from raydeck.server.services import host_logs
 from raydeck.server.services import hosts as service
 
 router = APIRouter(tags=["hosts"])
@@ -123,3 +126,16 @@ def agent_sync(
     """A host agent's heartbeat (agent credential only): what it runs in, what it should
     run out."""
     return service.agent_sync(session, host, body, state.settings.host_poll_interval)
+
+
+@router.post("/api/v1/agent/logs")
+def agent_logs(
+    host: Annotated[HostRow, Depends(_agent_host)],
+    body: AgentLogs,
+    session: DbSession,
+    state: State,
+) -> AgentLogPositions:
+    """Ray log lines of the host's own nodes (agent credential only); answers where to resume."""
+    positions, stored = host_logs.store_agent_logs(session, host, body, state.clock())
+    state.metrics.log_records.labels("cluster").inc(stored)
+    return positions
