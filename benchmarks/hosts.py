@@ -124,6 +124,10 @@ def _create(client: RaydeckClient, name: str, replicas: int, cpus: float) -> flo
     return time.monotonic() - begin
 
 
+def _exists(client: RaydeckClient, endpoint: str) -> bool:
+    return any(e.name == endpoint for e in client.endpoints.list().items)
+
+
 def _delete(client: RaydeckClient, name: str) -> None:
     client.clusters.delete(name)
     client.clusters.wait_deleted(name, timeout=180)
@@ -169,11 +173,13 @@ def _bench_throughput(client: RaydeckClient, token: str, work: Path) -> list[Fig
             name = f"hosts-forest-{replicas}"
             client.endpoints.create(name, cluster="hosts-serve")
             client.endpoints.deploy(name, "hosts-forest", num_cpus=2, min_replica_count=replicas)
-            url = f"{client.endpoints.wait(name, timeout=300).predict_url}/predict"
+            _wait(lambda n=name: client.endpoints.wait(n, timeout=300).predict_url, name, 300)
+            url = f"{client.endpoints.get(name).predict_url}/predict"
             _throughput(url, headers)  # warm-up
             rates[replicas] = statistics.median(_throughput(url, headers) for _ in range(3))
             print(f"  {replicas} replica(s): {rates[replicas]:.0f} predictions/s")
             client.endpoints.delete(name)
+            _wait(lambda n=name: not _exists(client, n), f"{name} deleted", 120)
     finally:
         _delete(client, "hosts-serve")
     return [

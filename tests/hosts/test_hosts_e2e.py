@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from raydeck.backends.local.processes import cluster_processes, live_daemons
-from raydeck.core.errors import FailedPreconditionError
+from raydeck.core.errors import FailedPreconditionError, InvalidArgumentError
 from raydeck.core.models import ClusterCreate, ClusterState, JobState, WorkerPoolSpec
 from tests.hosts.conftest import HEARTBEAT_TIMEOUT, HostsEnv
 from tests.waiting import wait_until
@@ -121,18 +121,30 @@ def test_cluster_spans_three_hosts_and_takes_jobs(hosts_env: HostsEnv) -> None:
 
 def test_a_pool_that_fits_no_host_fails_naming_the_shortfall(hosts_env: HostsEnv) -> None:
     with hosts_env.client() as client:
+        # One replica bigger than any host: refused at create, nothing stored.
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.clusters.create(
+                ClusterCreate(
+                    name="huge",
+                    backend="hosts",
+                    worker_pools=[WorkerPoolSpec(name="w", replica_count=1, num_cpus=64)],
+                )
+            )
+        assert refused.value.field == "worker_pools[0]" and "64 CPU" in refused.value.message
+        # Each replica fits a host, but not all of them at once: the cluster fails naming it.
         client.clusters.create(
             ClusterCreate(
                 name="huge",
                 backend="hosts",
-                worker_pools=[WorkerPoolSpec(name="w", replica_count=1, num_cpus=64)],
+                worker_pools=[WorkerPoolSpec(name="w", replica_count=4, num_cpus=2)],
             )
         )
         try:
             with pytest.raises(FailedPreconditionError) as failed:
                 client.clusters.wait("huge", timeout=120)
             message = str(failed.value)
-            assert "pool 'w'" in message and "64 CPU" in message and "h1 has" in message
+            assert "pool 'w'" in message and "each needs 2 CPU" in message, message
+            assert "free" in message
         finally:
             client.clusters.delete("huge")
             client.clusters.wait_deleted("huge", timeout=120)
