@@ -25,6 +25,7 @@ from benchmarks.raw_ray import RAY, RawCluster
 from benchmarks.report import Figure
 from benchmarks.serving import _throughput, _train
 from raydeck.client import RaydeckClient
+from raydeck.core.errors import NotFoundError
 from raydeck.core.models import ClusterCreate, ClusterState, WorkerPoolSpec
 from raydeck.devtools import NetnsHosts, ServerProcess, netns_unavailable_reason
 
@@ -125,7 +126,11 @@ def _create(client: RaydeckClient, name: str, replicas: int, cpus: float) -> flo
 
 
 def _exists(client: RaydeckClient, endpoint: str) -> bool:
-    return any(e.name == endpoint for e in client.endpoints.list().items)
+    try:
+        client.endpoints.get(endpoint)
+    except NotFoundError:
+        return False
+    return True
 
 
 def _delete(client: RaydeckClient, name: str) -> None:

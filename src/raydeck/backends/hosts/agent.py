@@ -230,12 +230,13 @@ class HostAgent:
         reports = []
         with self._lock:
             nodes = list(self.state.nodes.values())
+        alive = self.runner.alive_many(nodes) if nodes else {}
         for record in nodes:
             if record.id in self._starting:
                 state, error = HostNodeState.STARTING, None
             elif record.id in self._failed:
                 state, error = HostNodeState.FAILED, self._failed[record.id]
-            elif record.id in self._stopping or self.runner.alive(record):
+            elif record.id in self._stopping or alive[record.id]:
                 state, error = HostNodeState.RUNNING, None
             else:
                 state, error = HostNodeState.FAILED, "the node's Ray processes exited"

@@ -19,7 +19,12 @@ import psutil
 from raydeck.backends.base import BackendError, PoolSpec
 from raydeck.backends.local.planning import HEAD, MAX_TEMP_DIR_LEN
 from raydeck.backends.local.ports import SLOT_SIZE, NodePorts
-from raydeck.backends.local.processes import cluster_processes, live_daemons, terminate
+from raydeck.backends.local.processes import (
+    cluster_processes,
+    live_daemons,
+    many_clusters_processes,
+    terminate,
+)
 from raydeck.backends.local.raystart import (
     CLIENT_SERVER_LOG,
     NodeLaunch,
@@ -96,9 +101,17 @@ class NodeRunner:
             self._start_client_server(self._launch(a, record))
 
     def alive(self, record: RunningNode) -> bool:
-        daemons = live_daemons(cluster_processes(record.id)).get(record.node, set())
-        needed = {"gcs_server", "raylet"} if record.is_head else {"raylet"}
-        return needed <= daemons
+        return self.alive_many([record])[record.id]
+
+    def alive_many(self, records: list[RunningNode]) -> dict[str, bool]:
+        """Whether each node's core daemons run, from one scan of the process table."""
+        found = many_clusters_processes(r.id for r in records)
+        alive = {}
+        for record in records:
+            daemons = live_daemons(found[record.id]).get(record.node, set())
+            needed = {"gcs_server", "raylet"} if record.is_head else {"raylet"}
+            alive[record.id] = needed <= daemons
+        return alive
 
     def stop(self, record: RunningNode) -> None:
         self._kill(record)
