@@ -109,7 +109,8 @@ class ArtifactStore:
     def stage_tarball(self, archive: IO[bytes], dest: Path, *, field: str = "artifact") -> None:
         try:
             with tarfile.open(fileobj=archive, mode="r:*") as tar:
-                _extract_safely(tar, dest)
+                # The "data" filter refuses absolute paths, '..' and links leaving dest.
+                tar.extractall(dest, filter="data")
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise InvalidArgumentError(
                 f"{field} is not a readable .tar.gz archive: {exc}", field=field
@@ -153,20 +154,3 @@ def _not_a_directory(uri: str) -> InvalidArgumentError:
     return InvalidArgumentError(
         f"artifact_uri {uri!r} must be a directory (or a .tar.gz of one)", field="artifact_uri"
     )
-
-
-def _extract_safely(tar: tarfile.TarFile, dest: Path) -> None:
-    """Python's "data" filter refuses absolute paths, '..' and links leaving ``dest``. Python
-    3.11 before 3.11.4 (Debian 12's 3.11.2) has no filters: there, only regular files and
-    directories inside ``dest`` are accepted, with plain permission bits."""
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(dest, filter="data")
-        return
-    root = dest.resolve()
-    members = tar.getmembers()
-    for member in members:
-        target = (dest / member.name).resolve()
-        if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
-            raise tarfile.TarError(f"refusing archive entry {member.name!r}")
-        member.mode &= 0o777
-    tar.extractall(dest, members=members)
