@@ -200,7 +200,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     home = Path(tempfile.mkdtemp(prefix="raydeck-bench-"))
-    server = ServerProcess(home, env={"RAYDECK_RECONCILE_INTERVAL": "0.2"})
+    # Benchmarks keep models, batch input/output and tuning outputs in temp dirs: allowlisted
+    # (the server's home, also under it, stays refused).
+    env = {"RAYDECK_RECONCILE_INTERVAL": "0.2", "RAYDECK_ALLOWED_ROOTS": tempfile.gettempdir()}
+    server = ServerProcess(home, env=env)
     server.start()
     figures: list[Figure] = []
     try:

@@ -54,6 +54,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             "RAYDECK_AUTOSCALE_INTERVAL": "1",
             "RAYDECK_AUTOSCALE_IDLE_SECONDS": "4",
             "RAYDECK_PORT_RANGE_START": os.environ.get("RAYDECK_TEST_PORT_START", "20000"),
+            # Tests name files under their tmp_path (the home, in there too, stays refused)
+            # and reach Postgres and fakes on loopback: what an admin would allowlist.
+            "RAYDECK_ALLOWED_ROOTS": str(tmp_path_factory.getbasetemp()),
+            "RAYDECK_ALLOWED_PRIVATE_NETWORKS": "127.0.0.1/32",
         },
     )
     server.start()

@@ -116,7 +116,7 @@ def ray_client_roundtrip(cluster: str) -> str:
         ray.shutdown()
 
 
-def run_quickstart(client: RaydeckClient) -> None:
+def run_quickstart(client: RaydeckClient, work_root: Path) -> None:
     spec = ClusterCreate.model_validate(
         {
             "name": "demo",
@@ -134,7 +134,7 @@ def run_quickstart(client: RaydeckClient) -> None:
     step("wait until RUNNING", lambda: client.clusters.wait("demo"), lambda c: f"{c.dashboard_url}")
     step("ray.init('raydeck://demo') and run tasks", lambda: ray_client_roundtrip("demo"))
 
-    workdir = Path(tempfile.mkdtemp(prefix="raydeck-job-"))
+    workdir = Path(tempfile.mkdtemp(prefix="raydeck-job-", dir=work_root))
     (workdir / "train.py").write_text(TRAIN_SCRIPT)
     job = step(
         "submit a job with its working_dir",
@@ -282,12 +282,15 @@ def serve_models(client: RaydeckClient, workdir: Path) -> None:
 
 def main() -> None:
     home = Path(os.environ.get("RAYDECK_DEMO_HOME") or tempfile.mkdtemp(prefix="raydeck-demo-"))
-    server = ServerProcess(home)
+    # The jobs' files, tuning outputs and batch input/output live here: the admin allowlists it
+    # (the server opens only its projects' own areas and such roots).
+    work_root = Path(tempfile.mkdtemp(prefix="raydeck-demo-work-"))
+    server = ServerProcess(home, env={"RAYDECK_ALLOWED_ROOTS": str(work_root)})
     step("start the control plane (SQLite, local backend)", server.start, lambda _: server.url)
     os.environ.update({"RAYDECK_SERVER": server.url, "RAYDECK_TOKEN": server.token})
     try:
         with RaydeckClient() as client:
-            run_quickstart(client)
+            run_quickstart(client, work_root)
     finally:
         server.stop()
     table = Table(title="Raydeck demo", title_justify="left")

@@ -48,9 +48,15 @@ def _models(root: Path) -> tuple[LogisticRegression, xgb.XGBClassifier, Path, Pa
 
 
 def _serve_deployments(server: LiveServer, cluster: str) -> set[str]:
-    answer = httpx.get(
-        f"{server.url}/api/v1/clusters/{cluster}/ray/api/serve/applications/",
+    """Straight from the cluster's dashboard (the Jobs proxy does not relay Serve's API)."""
+    credentials = httpx.get(
+        f"{server.url}/api/v1/clusters/{cluster}/credentials",
         headers={"Authorization": f"Bearer {server.token}"},
+        timeout=30,
+    ).json()
+    answer = httpx.get(
+        f"{credentials['dashboard_url']}/api/serve/applications/",
+        headers={"Authorization": f"Bearer {credentials['ray_auth_token']}"},
         timeout=30,
     )
     answer.raise_for_status()

@@ -21,6 +21,7 @@ from raydeck.backends.local.processes import cluster_processes
 from raydeck.core.ids import new_id
 from raydeck.db.models import ClusterRow, HostNodeRow
 from raydeck.db.session import Database
+from raydeck.server.secret_box import secret_box
 from tests.hosts.conftest import HostsEnv
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -83,7 +84,9 @@ def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Subject]
                 backend="hosts",
                 ray_version="",
                 spec={"head": {}, "worker_pools": []},
-                ray_auth_token=spec.ray_auth_token,
+                ray_auth_token_ciphertext=secret_box(env.server.home / "secret.key").encrypt(
+                    spec.ray_auth_token
+                ),
             )
         )
 

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from raydeck.db.models import TokenRow
 from raydeck.db.session import _MIGRATIONS, make_engine
+from raydeck.server.audit import AuditMiddleware
 from tests.conftest import Api
 
 
@@ -141,3 +142,37 @@ def test_migration_turns_existing_tokens_into_service_accounts(tmp_path: Path) -
     run("downgrade", "0006")
     run("upgrade", "head")
     engine.dispose()
+
+
+def _audit_layer(api: Api) -> AuditMiddleware:
+    layer = api.app.middleware_stack
+    while not isinstance(layer, AuditMiddleware):
+        layer = layer.app  # type: ignore[union-attr]
+    return layer
+
+
+def test_unauthenticated_writes_are_aggregated_per_source_and_action(static_api: Api) -> None:
+    """A flood of anonymous writes leaves one audit row per source/action per window, whose
+    detail counts the attempts; authenticated callers still get a row per request."""
+    api, admin = static_api, static_api.headers()
+    api.http.get("/healthz")  # builds the middleware stack
+    now = [1000.0]
+    _audit_layer(api).anonymous.clock = lambda: now[0]
+    for _ in range(50):
+        assert api.http.post("/api/v1/clusters", json={"name": "c"}).status_code == 401
+        assert api.http.delete("/api/v1/clusters/c", headers={"Authorization": "Bearer nope"})
+    now[0] += 3  # the count is written at most every 2 s
+    api.http.post("/api/v1/clusters", json={"name": "c"})
+    now[0] += 60  # a new window: a new row, and the old one gets its final count
+    api.http.post("/api/v1/clusters", json={"name": "c"})
+    api.http.post("/api/v1/projects", json={"name": "x"}, headers=api.headers("viewer"))
+    api.http.post("/api/v1/projects", json={"name": "x"}, headers=api.headers("viewer"))
+    entries = api.http.get("/api/v1/audit", headers=admin).json()["items"]
+    rows = [(e["actor"], e["action"], e["status_code"], e["detail"]) for e in entries]
+    assert rows == [
+        ("anonymous", "clusters.create", 401, "source testclient: 51 attempts"),
+        ("anonymous", "clusters.delete", 401, "source testclient: 50 attempts"),
+        ("anonymous", "clusters.create", 401, "source testclient: 1 attempt"),
+        ("viewer-t", "projects.create", 403, None),
+        ("viewer-t", "projects.create", 403, None),
+    ]

@@ -52,6 +52,9 @@ def files(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def sdk(static_api: Api, files: Path) -> RaydeckClient:
+    # Inputs, outputs, the model and the warehouse file live under tmp_path (so does the
+    # server's home, which stays refused): an admin's RAYDECK_ALLOWED_ROOTS.
+    static_api.settings.allowed_roots = str(files)
     client = static_api.sdk()
     client.clusters.create(ClusterCreate(name="dev"))
     client.clusters.create(ClusterCreate(name="booting"))
@@ -275,6 +278,7 @@ def test_roles_and_tokens(static_api: Api, sdk: RaydeckClient, files: Path) -> N
 def test_reconciler_waits_for_an_unreachable_cluster_then_fails_with_it(
     api: Api, files: Path
 ) -> None:
+    api.settings.allowed_roots = str(files)
     sdk = api.sdk()
     sdk.clusters.create(ClusterCreate(name="dev"))
     sdk.clusters.wait("dev", timeout=10)  # the in-memory backend's dashboard is unreachable

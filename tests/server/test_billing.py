@@ -163,7 +163,7 @@ def test_interval_cost_is_split_between_running_jobs_and_endpoints(static_api: A
                     "worker_pools": [],
                     "nodes": [{"name": "head", "pool": "head", "alive": True}],
                 },
-                ray_auth_token="t",
+                ray_auth_token_ciphertext="(not read here)",
             )
         )
         for job_id in ("job-a", "job-b"):
@@ -287,6 +287,10 @@ def test_budget_alert_and_hard_limit(
     response = api.http.put("/api/v1/projects/team/budget", json=budget, headers=admin)
     assert response.status_code == 200, response.text
     assert response.json()["spent"] == 0
+    # The webhook URL (its path is often a secret) is shown as scheme and host only.
+    for role in ("viewer", "admin"):
+        shown = api.http.get("/api/v1/projects/team/budget", headers=api.headers(role)).json()
+        assert shown["webhook_url"] == url.removesuffix("budget-hook") + "…", shown
     bad = api.http.put(
         "/api/v1/projects/team/budget", json={"alert_amount": 9, "limit_amount": 1}, headers=admin
     )

@@ -72,7 +72,7 @@ def test_sql_password_is_encrypted_and_never_returned(static_api: Api) -> None:
 
 def test_secret_by_reference(static_api: Api) -> None:
     sdk = static_api.sdk()
-    body = {"name": "pg2", "kind": "sql", "url": "sqlite:///x.db", "secret_env": "PG_PASSWORD"}
+    body = {"name": "pg2", "kind": "sql", "url": "sqlite://", "secret_env": "PG_PASSWORD"}
     created = sdk.connections.create(ConnectionCreate.model_validate(body))
     assert (created.secret_env, created.has_secret) == ("PG_PASSWORD", False)
     resolved = sdk.connections.resolve("pg2")
@@ -90,7 +90,6 @@ def test_secret_by_reference(static_api: Api) -> None:
         ({"name": "x", "kind": "sql", "url": "not a url"}, "url"),
         ({"name": "x", "kind": "sql", "url": "nosuchdb://h/d"}, "url"),
         ({"name": "x", "kind": "files"}, "root"),
-        ({"name": "x", "kind": "files", "root": "relative/dir"}, "root"),
         ({"name": "x", "kind": "duckdb", "url": "sqlite://"}, "url"),
         ({"name": "x", "kind": "duckdb", "secret": "pw"}, "secret"),
         ({"name": "x", "kind": "bigquery"}, "project"),
@@ -147,19 +146,19 @@ def test_duplicates_unknowns_auth_and_delete(static_api: Api, tmp_path: Path) ->
     assert sdk.connections.list().items == []
 
 
-def test_files_connection_lists_tables(static_api: Api, tmp_path: Path) -> None:
+def test_files_connection_lists_tables(static_api: Api) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    (tmp_path / "lake" / "raw" / "events").mkdir(parents=True)
-    pq.write_table(pa.table({"a": [1, 2, 3]}), tmp_path / "lake" / "raw" / "events" / "p.parquet")
-    pq.write_table(pa.table({"b": ["x"]}), tmp_path / "lake" / "raw" / "single.parquet")
+    lake = static_api.settings.warehouse_root / "lake"  # the project's own warehouse area
+    (lake / "raw" / "events").mkdir(parents=True)
+    pq.write_table(pa.table({"a": [1, 2, 3]}), lake / "raw" / "events" / "p.parquet")
+    pq.write_table(pa.table({"b": ["x"]}), lake / "raw" / "single.parquet")
     sdk = static_api.sdk()
-    sdk.connections.create(
-        ConnectionCreate.model_validate(
-            {"name": "lake", "kind": "files", "root": str(tmp_path / "lake")}
-        )
+    sdk.connections.create(  # a relative root is inside the project's warehouse directory
+        ConnectionCreate.model_validate({"name": "lake", "kind": "files", "root": "lake"})
     )
+    assert sdk.connections.get("lake").root == str(lake)
     tables = {t.name: t.row_count for t in sdk.connections.tables("lake", "raw")}
     assert tables == {"events": 3, "single": 1}
     assert sdk.connections.query("lake", "SELECT sum(a) AS s FROM raw.events").rows == [[6]]
@@ -168,6 +167,7 @@ def test_files_connection_lists_tables(static_api: Api, tmp_path: Path) -> None:
 
 def test_bigquery_connection_browses_through_the_rest_api(static_api: Api) -> None:
     """Against a wire-level FAKE of BigQuery's REST API (tests/bigquery_fake.py), not BigQuery."""
+    static_api.settings.allowed_private_networks = "127.0.0.1"  # the fake listens on loopback
     with running_fake_bigquery("my-project") as fake:
         fake.create_dataset("sales")
         fake.sql(

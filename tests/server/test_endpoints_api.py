@@ -14,6 +14,7 @@ from raydeck.core.errors import (
     NotFoundError,
 )
 from raydeck.core.models import ClusterCreate
+from raydeck.server.reconcilers.endpoints import _EndpointPlan, failed_models, load_error
 from raydeck.server.services.endpoints import rebalance
 from tests.conftest import Api
 from tests.model_artifacts import sklearn_model_dir
@@ -127,3 +128,45 @@ def test_rebalance_keeps_the_sum() -> None:
     assert rebalance({"a": 50, "b": 50}, "c", 33) == {"a": 34, "b": 33, "c": 33}
     assert rebalance({"a": 0, "b": 0}, None, None) == {"a": 100, "b": 0}
     assert sum(rebalance({"a": 1, "b": 2, "c": 4}, "d", 1).values()) == 100
+
+
+SERVE_FAILURE = (
+    "The deployment failed to start 3 times in a row. This may be due to a problem with its "
+    "constructor or initial health check failing. See controller logs for details. Error:\n"
+    "ray::ServeReplica:ep-1:model-dm-b.initialize_and_get_metadata() (pid=1, ip=127.0.0.1)\n"
+    '  File "/x/model_server.py", line 71, in __init__\n'
+    "    self.predictor = load_predictor(framework, directory)\n"
+    "sklearn.exceptions.NotFittedError: This LogisticRegression instance is not fitted yet.\n"
+    "\n"
+    "The above exception was the direct cause of the following exception:\n"
+    "\n"
+    "raydeck.core.errors.InvalidArgumentError: model.joblib holds an unfitted "
+    "LogisticRegression; fit it before upload\n"
+)
+
+
+def test_models_that_failed_to_load_are_found_in_serve_status() -> None:
+    """The rollback's input: which deployed models of a pending endpoint Serve could not
+    start, with the loader's error (the e2e run is tests/e2e/test_model_load_failures.py)."""
+    assert load_error(SERVE_FAILURE) == (
+        "model.joblib holds an unfitted LogisticRegression; fit it before upload"
+    )
+    assert load_error("boom\nmodule.sub.ValueError: bad bytes") == "ValueError: bad bytes"
+    assert load_error("") == "its replicas did not start"
+    spec = {"deployed_models": [{"id": "dm-a"}, {"id": "dm-b"}], "traffic_split": {}}
+    plans = (
+        _EndpointPlan("ep-1", 2, "UPDATING", spec),
+        _EndpointPlan("ep-2", 1, "READY", spec),  # not being changed: left alone
+    )
+    broken = {
+        "status": "DEPLOY_FAILED",
+        "deployments": {
+            "router": {"status": "HEALTHY"},
+            "model-dm-a": {"status": "HEALTHY"},
+            "model-dm-b": {"status": "DEPLOY_FAILED", "message": SERVE_FAILURE},
+        },
+    }
+    found = failed_models(plans, {"ep-1": broken, "ep-2": broken})
+    assert list(found) == ["ep-1"]
+    assert found["ep-1"] == {"dm-b": load_error(SERVE_FAILURE)}
+    assert failed_models(plans, {"ep-1": {"status": "RUNNING"}}) == {}

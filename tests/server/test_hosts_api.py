@@ -185,7 +185,7 @@ def test_agents_ship_log_lines_of_their_own_nodes_only(static_api: Api) -> None:
                 backend="hosts",
                 ray_version="",
                 spec={"head": {}, "worker_pools": []},
-                ray_auth_token="t",
+                ray_auth_token_ciphertext="",
             )
         )
         session.add(

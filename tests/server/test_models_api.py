@@ -30,6 +30,13 @@ from tests.conftest import Api
 X, Y = make_classification(n_samples=60, n_features=4, random_state=0)
 
 
+@pytest.fixture(autouse=True)
+def _sources_under_tmp_path_allowed(static_api: Api, tmp_path: Path) -> None:
+    """These tests upload from directories under tmp_path (the server's home is in there
+    too, and stays refused): an admin's RAYDECK_ALLOWED_ROOTS."""
+    static_api.settings.allowed_roots = f"{tmp_path},memory://src"
+
+
 def _sklearn_dir(root: Path, name: str = "sk", c: float = 1.0) -> Path:
     directory = root / name
     directory.mkdir(parents=True)
@@ -202,11 +209,13 @@ def test_bad_upload_names_the_field_and_stores_nothing(
 
 
 @pytest.mark.parametrize(
-    "content",
-    [b"not a pickle", b""],
+    ("content", "problem"),
+    [(b"not a pickle", "model.joblib is not a joblib file"), (b"", "model.joblib is empty")],
     ids=["garbage", "empty"],
 )
-def test_corrupt_model_file_is_refused(static_api: Api, tmp_path: Path, content: bytes) -> None:
+def test_corrupt_model_file_is_refused(
+    static_api: Api, tmp_path: Path, content: bytes, problem: str
+) -> None:
     directory = tmp_path / "corrupt"
     directory.mkdir()
     (directory / "model.joblib").write_bytes(content)
@@ -214,21 +223,28 @@ def test_corrupt_model_file_is_refused(static_api: Api, tmp_path: Path, content:
     response = _upload(static_api, body)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["field"] == "artifact_uri"
-    assert "cannot load the sklearn model" in response.json()["error"]["message"]
+    assert problem in response.json()["error"]["message"]
     assert str(static_api.settings.home) not in response.text  # no server paths leak
     assert static_api.sdk().models.list().items == []
     staging = static_api.settings.home / "artifacts" / ".staging"
     assert not staging.exists() or list(staging.iterdir()) == []
 
 
-def test_unfitted_estimator_is_refused(static_api: Api, tmp_path: Path) -> None:
+def test_unfitted_estimator_is_registered_and_fails_where_it_is_loaded(
+    static_api: Api, tmp_path: Path
+) -> None:
+    """A well-formed pickle is not loaded by the server (that would run the uploader's code
+    there): it is registered, and refused by the predictor where it runs (a Serve replica or
+    batch worker, see tests/e2e/test_endpoints.py for the endpoint's FAILED state)."""
     directory = tmp_path / "unfitted"
     directory.mkdir()
     joblib.dump(LogisticRegression(), directory / "model.joblib")
     body = {"display_name": "m", "framework": "sklearn", "artifact_uri": str(directory)}
     response = _upload(static_api, body)
-    assert response.status_code == 400
-    assert "unfitted" in response.json()["error"]["message"]
+    assert response.status_code == 201, response.text
+    with pytest.raises(InvalidArgumentError) as raised:
+        load_predictor("sklearn", response.json()["artifact_uri"])
+    assert "unfitted" in raised.value.message
 
 
 def test_bad_new_versions_keep_the_model_as_it_was(static_api: Api, tmp_path: Path) -> None:

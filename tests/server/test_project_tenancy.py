@@ -80,6 +80,7 @@ def test_cross_project_references_are_refused_naming_the_field(
     static_api: Api, projects: tuple[RaydeckClient, RaydeckClient], tmp_path: Path
 ) -> None:
     default, other = projects
+    static_api.settings.allowed_roots = str(tmp_path)  # the inputs below (home stays refused)
     other.clusters.create(ClusterCreate(name="only-there"))
     other.models.upload("only-there", sklearn_model_dir(tmp_path, 9), "sklearn")
     theirs_version = other.models.get_version("only-there@1")

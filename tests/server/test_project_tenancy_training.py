@@ -309,7 +309,7 @@ def test_code_on_a_cluster_acts_in_its_jobs_project(
     state = teams.app.state.raydeck
     with state.db.session() as session:
         cluster = session.query(ClusterRow).filter_by(project="team-b", name="dev").one()
-        secret = job_tokens.issue_job_token(session, cluster.id, "raydeck-sub-1")
+        secret = job_tokens.issue_job_token(session, cluster.id, "raydeck-sub-1", None)
     env = job_tokens.job_runtime_env(None, state.settings, secret, "team-b")["env_vars"]
     assert env["RAYDECK_PROJECT"] == "team-b" and env["RAYDECK_TOKEN"] == secret
     transport = http._transport
@@ -330,7 +330,7 @@ def test_code_on_a_cluster_acts_in_its_jobs_project(
     # And a job of team-a's cluster cannot read team-b's connection at all.
     with state.db.session() as session:
         cluster_a = session.query(ClusterRow).filter_by(project="team-a", name="dev").one()
-        secret_a = job_tokens.issue_job_token(session, cluster_a.id, "raydeck-sub-2")
+        secret_a = job_tokens.issue_job_token(session, cluster_a.id, "raydeck-sub-2", None)
     in_a = RaydeckClient("http://testserver", secret_a, project="team-a", transport=transport)
     with in_a, pytest.raises(NotFoundError):
         in_a.connections.resolve("wh")

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from raydeck.db.models import ClusterRow, EndpointRow
 from raydeck.runtime.serving.ingress import IngressGuard
 from raydeck.server.reconcilers.serve_stats import ServeStatsPoller
+from raydeck.server.secret_box import secret_box
 from tests.conftest import Api
 
 CLUSTER_TOKEN = "ray-cluster-secret"
@@ -84,7 +85,9 @@ def _rows(api: Api, predict_url: str) -> None:
                 backend="memory",
                 ray_version="x",
                 spec={},
-                ray_auth_token=CLUSTER_TOKEN,
+                ray_auth_token_ciphertext=secret_box(
+                    api.app.state.raydeck.settings.secret_key_path
+                ).encrypt(CLUSTER_TOKEN),
             )
         )
         for endpoint_id, name, url in (

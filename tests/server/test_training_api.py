@@ -290,7 +290,7 @@ def test_pruner_stops_a_trial_worse_than_the_median(dev: Api) -> None:
 def test_job_tokens_authenticate_until_revoked(static_api: Api, tmp_path: Path) -> None:
     state = static_api.app.state.raydeck
     with state.db.session() as session:
-        secret = job_tokens.issue_job_token(session, "cl-1", "sub-1")
+        secret = job_tokens.issue_job_token(session, "cl-1", "sub-1", None)
     env = job_tokens.job_runtime_env({"env_vars": {"A": "1"}}, state.settings, secret)
     assert env["env_vars"] == {
         "A": "1",
@@ -301,12 +301,15 @@ def test_job_tokens_authenticate_until_revoked(static_api: Api, tmp_path: Path) 
     assert mine["env_vars"]["RAYDECK_TOKEN"] == "x"  # never overrides the user's value
     with state.db.session() as session:
         token, account = authenticate(session, secret)
-        # Acts as the project's jobs service account: `user` in that project only.
+        # No known submitter: acts as the project's jobs service account, scoped to the
+        # project and to what jobs call.
         assert (token.role, account.name, account.kind) == (
-            "user",
+            "job",
             "jobs-default",
             "service_account",
         )
+        assert token.scope_project == "default"
+        assert token.scope_permissions == list(job_tokens.JOB_PERMISSIONS)
         stored = session.query(TokenRow).filter(TokenRow.secret_hash == secret).count()
         assert stored == 0  # only the hash is stored
         job_tokens.revoke_job_token(session, "cl-1", "sub-1")

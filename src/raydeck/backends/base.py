@@ -29,7 +29,6 @@ __all__ = [
     "NodeLogFile",
     "NodeObservation",
     "PoolSpec",
-    "SpecValidator",
 ]
 
 
@@ -128,15 +127,6 @@ class MetricsSource(ABC):
         """Targets of the nodes that exist now; never starts or stops anything."""
 
 
-class SpecValidator(ABC):
-    """Capability: the backend can tell at create time that a spec can never run on it."""
-
-    @abstractmethod
-    def check_spec(self, spec: ClusterSpec) -> None:
-        """Raise ``InvalidArgumentError`` naming the pool (``head``, ``worker_pools[i]``) that
-        no capacity the backend knows of could ever hold; never starts anything."""
-
-
 class ClusterBackend(ABC):
     """Drives Ray clusters for one kind of infrastructure."""
 
@@ -155,3 +145,12 @@ class ClusterBackend(ABC):
     @abstractmethod
     def delete(self, spec: ClusterSpec) -> None:
         """Stop every process/resource of this cluster and only this cluster; idempotent."""
+
+    def check_capacity(self, spec: ClusterSpec) -> None:
+        """Refuse a spec no host of this backend could ever hold, with an
+        ``InvalidArgumentError`` naming the field (``head.num_cpus``,
+        ``worker_pools[1].memory``, ``worker_pools``). ``pool.replicas`` is the most the pool
+        may grow to. Cheap and pure: called before a cluster is stored or resized and
+        before every apply. The API's caps (``core/models/limits.py``) already hold; a
+        backend with host limits of its own adds them here."""
+        del spec  # nothing beyond the API's caps by default

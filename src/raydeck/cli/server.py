@@ -25,6 +25,7 @@ def serve(
 
     from raydeck.db.session import Database
     from raydeck.server.app import create_app
+    from raydeck.server.secret_box import secret_box
     from raydeck.server.services.tokens import ensure_admin_token
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -35,7 +36,7 @@ def serve(
     )
 
     db = Database(settings.db_url)
-    db.migrate()
+    db.migrate(secret_box(settings.secret_key_path))  # 0009 encrypts stored Ray tokens
     with db.session() as session:
         admin = ensure_admin_token(session)
     db.dispose()

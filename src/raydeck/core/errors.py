@@ -16,6 +16,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RaydeckError",
+    "RequestTooLargeError",
     "ResourceExhaustedError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -80,6 +81,12 @@ class FailedPreconditionError(RaydeckError):
 class ResourceExhaustedError(RaydeckError):
     code = "resource_exhausted"
     http_status = 429
+
+
+class RequestTooLargeError(ResourceExhaustedError):
+    """A request body over the server's size limit (the SDK sees ``resource_exhausted``)."""
+
+    http_status = 413
 
 
 class UnavailableError(RaydeckError):

@@ -15,6 +15,9 @@
 | RAYDECK_AUTOSCALE_IDLE_SECONDS | 60 | idle time before an autoscaled replica is removed |
 | RAYDECK_AUTOSCALE_INTERVAL | 2.0 | seconds between autoscaler passes |
 | RAYDECK_ARTIFACT_STORE | $RAYDECK_HOME/artifacts | registry artifacts: path or fsspec URI |
+| RAYDECK_MODEL_ARTIFACT_MAX_FILES | 1000 | most files one uploaded model artifact may hold |
+| RAYDECK_MODEL_ARTIFACT_MAX_BYTES | 5368709120 | most bytes one model artifact may hold (5 GiB) |
+| RAYDECK_MODEL_SOURCE_MAX_BYTES | 1048576 | largest custom predictor module/manifest checked |
 | RAYDECK_PRICE_CATALOG | built-in default | YAML price catalog (format: services/pricing.py) |
 | RAYDECK_BILLING_INTERVAL | 10.0 | seconds between cost accrual / budget passes |
 | RAYDECK_LOG_COLLECT_INTERVAL | 2.0 | seconds between log collector passes |
@@ -22,11 +25,47 @@
 | RAYDECK_LOG_RETENTION_MAX_BYTES | 268435456 | oldest log records go first above this much text |
 | RAYDECK_SECRET_KEY_FILE | $RAYDECK_HOME/secret.key | key encrypting stored connection secrets |
 | RAYDECK_WAREHOUSE_DIR | $RAYDECK_HOME/warehouse | where `duckdb` connections keep their files |
+| RAYDECK_ALLOWED_ROOTS | (none) | more roots users may name (below), comma-separated |
+| RAYDECK_ALLOWED_PRIVATE_NETWORKS | (none) | private addresses user URLs may reach (below) |
 | RAYDECK_MLFLOW_TRACKING_URI | (none) | MLflow server that jobs and trials are mirrored to |
 | RAYDECK_MLFLOW_TRACKING_TOKEN | (none) | bearer token sent to that server, if it wants one |
 | RAYDECK_MLFLOW_SYNC_INTERVAL | 5.0 | seconds between mirroring passes |
 | RAYDECK_HOST_HEARTBEAT_TIMEOUT | 15.0 | a host whose agent is silent this long is LOST |
 | RAYDECK_HOST_POLL_INTERVAL | 1.0 | seconds between a host agent's syncs (told to agents) |
+| RAYDECK_MAX_REQUEST_BYTES | 8388608 | largest request body on any route (413 above) |
+| RAYDECK_MAX_UPLOAD_BYTES | 2147483648 | largest upload body (model archives, Ray packages) |
+| RAYDECK_MAX_PAGE_SIZE | 1000 | largest page_size of a list call |
+| RAYDECK_MAX_LABELS | 64 | labels per resource (keys and values up to 63 characters) |
+| RAYDECK_MAX_WORKER_POOLS | 16 | worker pools per cluster |
+| RAYDECK_MAX_POOL_REPLICAS | 1000 | replica_count / min / max of one worker pool |
+| RAYDECK_MAX_NODE_CPUS | 1024 | num_cpus of one node (cluster head/worker, endpoint/job replica) |
+| RAYDECK_MAX_NODE_GPUS | 64 | num_gpus of one node or replica |
+| RAYDECK_MAX_NODE_MEMORY | 4398046511104 | memory (bytes) of one node or replica (4 TiB) |
+| RAYDECK_MAX_CUSTOM_RESOURCES | 32 | custom resources per node or replica |
+| RAYDECK_MAX_RESOURCE_QUANTITY | 1000000 | quantity of one custom resource |
+| RAYDECK_MAX_ENDPOINT_REPLICAS | 100 | min/max replicas of one deployed model |
+| RAYDECK_MAX_SERVE_BATCH_SIZE | 1024 | max_batch_size of an endpoint's dynamic batching |
+| RAYDECK_MAX_PREDICT_INSTANCES | 10000 | instances in one predict request |
+| RAYDECK_MAX_JOB_REPLICAS | 256 | replicas of one custom-job worker pool |
+| RAYDECK_MAX_TRIAL_COUNT | 10000 | max_trial_count / max_failed_trial_count of a tuning job |
+| RAYDECK_MAX_PARALLEL_TRIALS | 64 | parallel_trial_count of a tuning job |
+| RAYDECK_MAX_BATCH_CONCURRENCY | 256 | concurrency (model replicas) of a batch prediction job |
+| RAYDECK_MAX_BATCH_ROWS | 1000000 | batch_size (rows per predict call) of a batch prediction job |
+| RAYDECK_LOCAL_MAX_WORKERS | 64 | worker replicas of one local-backend cluster (all pools) |
+| RAYDECK_LOCAL_CPU_OVERSUBSCRIPTION | 4.0 | local node: at most this × the machine's cores |
+| RAYDECK_AUDIT_ANONYMOUS_WINDOW | 60 | one audit row per source/action of anonymous writes |
+
+What users may make the server open (``server/services/uri_policy.py``): local paths inside
+their project's warehouse directory (``$RAYDECK_WAREHOUSE_DIR``, ``projects/<project>/``
+under it outside ``default``) and under the directories listed in ``RAYDECK_ALLOWED_ROOTS``
+(which may also list URI prefixes such as ``s3://bucket/raydeck``: other URIs than http(s)
+are refused without one), never anything inside ``RAYDECK_HOME`` or the server's database,
+key and artifact store. That covers duckdb paths, files roots and sqlite/duckdb URLs of
+connections, model ``artifact_uri``, batch prediction input/output and ``base_output_dir``.
+URLs the server connects to for users (sql hosts, BigQuery ``api_endpoint``, http(s)
+artifacts, endpoints in storage options) must resolve to public addresses only, unless listed
+in ``RAYDECK_ALLOWED_PRIVATE_NETWORKS``: CIDRs, addresses or host names, ``*`` for all (e.g.
+``127.0.0.1/32`` for a Postgres on this host).
 """
 
 from __future__ import annotations
@@ -59,6 +98,9 @@ class Settings(BaseSettings):
     autoscale_idle_seconds: float = 60.0
     default_backend: str = "local"
     artifact_store: str | None = None
+    model_artifact_max_files: int = Field(default=1000, ge=1)
+    model_artifact_max_bytes: int = Field(default=5 * 1024**3, ge=1)
+    model_source_max_bytes: int = Field(default=1024**2, ge=1)
     price_catalog: Path | None = None
     billing_interval: float = 10.0
     log_collect_interval: float = 2.0
@@ -66,11 +108,36 @@ class Settings(BaseSettings):
     log_retention_max_bytes: int = 256 * 1024**2
     secret_key_file: Path | None = None
     warehouse_dir: Path | None = None
+    allowed_roots: str = ""
+    allowed_private_networks: str = ""
     mlflow_tracking_uri: str | None = None
     mlflow_tracking_token: str | None = None
     mlflow_sync_interval: float = 5.0
     host_heartbeat_timeout: float = 15.0
     host_poll_interval: float = 1.0
+    # Caps on what one request may ask for (core/models/limits.py reads them).
+    max_request_bytes: int = 8 * 1024**2
+    max_upload_bytes: int = 2 * 1024**3
+    max_page_size: int = 1000
+    max_labels: int = 64
+    max_worker_pools: int = 16
+    max_pool_replicas: int = 1000
+    max_node_cpus: float = 1024
+    max_node_gpus: float = 64
+    max_node_memory: int = 4 * 1024**4
+    max_custom_resources: int = 32
+    max_resource_quantity: float = 1_000_000
+    max_endpoint_replicas: int = 100
+    max_serve_batch_size: int = 1024
+    max_predict_instances: int = 10_000
+    max_job_replicas: int = 256
+    max_trial_count: int = 10_000
+    max_parallel_trials: int = 64
+    max_batch_concurrency: int = 256
+    max_batch_rows: int = 1_000_000
+    local_max_workers: int = 64
+    local_cpu_oversubscription: float = 4.0
+    audit_anonymous_window: float = 60.0
 
     @property
     def db_url(self) -> str:

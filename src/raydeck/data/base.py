@@ -165,8 +165,11 @@ class Warehouse(ABC):
 
     kind: ClassVar[ConnectionKind]
 
-    def __init__(self, connection: ResolvedConnection) -> None:
+    def __init__(self, connection: ResolvedConnection, *, server_side: bool = False) -> None:
         self.connection = connection
+        # Opened by the control plane for a user (browsing): no DuckDB extension is
+        # installed or loaded and no file but the warehouse's own is opened.
+        self.server_side = server_side
 
     @property
     def name(self) -> str:

@@ -22,7 +22,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,6 +35,7 @@ from ray.data.datasource.datasource import Datasource, ReadTask
 
 from raydeck.core.errors import (
     AlreadyExistsError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     UnavailableError,
@@ -70,32 +71,53 @@ MIN_ROWS_PER_READ_TASK = 50_000
 ROWS_PER_BLOCK = 131_072
 _READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _SYSTEM_SCHEMAS = ("information_schema", "pg_catalog")
+# DuckDB 2.0's option names. A sandboxed connection opens its own database file only: no
+# other file, no extension installed or loaded (a SQLite file would make DuckDB fetch its
+# scanner), and the configuration cannot be changed back from SQL.
+SANDBOX_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,
+}
 
 
 def connect_duckdb(
     path: str, *, read_only: bool, timeout: float = LOCK_TIMEOUT, sandboxed: bool = False
 ) -> duckdb.DuckDBPyConnection:
     """Open ``path`` (created on first read-write use), retrying while another process holds
-    the lock. ``sandboxed`` turns off access to other files (for queries users type)."""
+    the lock. ``sandboxed``: ``SANDBOX_CONFIG`` (queries users type; every open by the control
+    plane). A file DuckDB cannot open is a 4xx naming ``path``."""
     if read_only and not Path(path).exists():
-        connect_duckdb(path, read_only=False, timeout=timeout).close()
-    config: dict[str, str | bool | int | float | list[str]] = (
-        {"enable_external_access": False} if sandboxed else {}
-    )
+        connect_duckdb(path, read_only=False, timeout=timeout, sandboxed=sandboxed).close()
+    config = dict(SANDBOX_CONFIG) if sandboxed else {}
     deadline = time.monotonic() + timeout
     while True:
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             return duckdb.connect(path, read_only=read_only, config=config)
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            if "lock" not in str(exc).lower():
+                raise _unreadable(path, exc) from exc
+            if time.monotonic() > deadline:
                 raise UnavailableError(f"DuckDB file {path} is busy: {exc}") from exc
             time.sleep(0.05)
+        except duckdb.Error as exc:  # e.g. a file that needs an extension the sandbox refuses
+            raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: str, exc: Exception) -> FailedPreconditionError:
+    return FailedPreconditionError(
+        f"{path} cannot be opened as a DuckDB database: {exc}"[:500], field="path"
+    )
 
 
 @contextmanager
-def _opened(path: str, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect_duckdb(path, read_only=read_only)
+def _opened(
+    path: str, *, read_only: bool, sandboxed: bool = False
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect_duckdb(path, read_only=read_only, sandboxed=sandboxed)
     try:
         yield con
     finally:
@@ -212,8 +234,12 @@ class DuckDBWarehouse(Warehouse):
 
     # Browsing ---------------------------------------------------------------------------
 
+    def _browse(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A read-only connection for browsing; locked down when the server opens it."""
+        return _opened(self.path, read_only=True, sandboxed=self.server_side)
+
     def list_datasets(self) -> list[DatasetInfo]:
-        with _opened(self.path, read_only=True) as con:
+        with self._browse() as con:
             rows = con.execute(
                 "SELECT schema_name FROM information_schema.schemata "
                 "WHERE catalog_name = current_database() ORDER BY schema_name"
@@ -221,7 +247,7 @@ class DuckDBWarehouse(Warehouse):
         return [DatasetInfo(name=r[0]) for r in rows if r[0] not in _SYSTEM_SCHEMAS]
 
     def list_tables(self, dataset: str) -> list[TableInfo]:
-        with _opened(self.path, read_only=True) as con:
+        with self._browse() as con:
             self._require_dataset(con, dataset)
             names = con.execute(
                 "SELECT table_name FROM information_schema.tables "
@@ -232,7 +258,7 @@ class DuckDBWarehouse(Warehouse):
             return [self._info(con, dataset, name) for (name,) in names]
 
     def table_info(self, dataset: str, table: str) -> TableInfo:
-        with _opened(self.path, read_only=True) as con:
+        with self._browse() as con:
             return self._info(con, dataset, table)
 
     def _require_dataset(self, con: duckdb.DuckDBPyConnection, dataset: str) -> None:
@@ -269,7 +295,7 @@ class DuckDBWarehouse(Warehouse):
         )
 
     def preview(self, dataset: str, table: str, limit: int) -> pa.Table:
-        with _opened(self.path, read_only=True) as con:
+        with self._browse() as con:
             self._info(con, dataset, table)
             relation = f"{quote(dataset)}.{quote(table)}"
             return con.sql(f"SELECT * FROM {relation} LIMIT {int(limit)}").to_arrow_table()

@@ -9,13 +9,18 @@ files in. Until that step the table is untouched, so a failed write changes noth
 object stores a rename is a copy, so there the final step is not atomic.
 
 Queries (browse and ``read_query``) run in an in-memory DuckDB where every table is a view
-``dataset.table`` over its files; that DuckDB cannot open any other file.
+``dataset.table`` over its files; that DuckDB cannot open any other file nor load extensions.
+On a local root, entries whose real path (symlinks followed) leaves the root are ignored, and
+files that are not of the connection's format are a 4xx naming the table, never a 500.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import duckdb
@@ -32,6 +37,7 @@ from raydeck.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    RaydeckError,
 )
 from raydeck.core.models.warehouse import (
     IDENTIFIER_PATTERN,
@@ -49,7 +55,7 @@ from raydeck.data.base import (
     new_write_id,
     quote,
 )
-from raydeck.data.duckdb_warehouse import DuckDBQueryDatasource, run_duckdb_query
+from raydeck.data.duckdb_warehouse import SANDBOX_CONFIG, DuckDBQueryDatasource, run_duckdb_query
 from raydeck.data.staging import StagedFilesDatasink, part_writer
 
 __all__ = ["FilesWarehouse"]
@@ -93,6 +99,19 @@ class FilesWarehouse(Warehouse):
         root = self.connection.root or ""
         return "://" not in root or root.startswith("file://")
 
+    def _stays_inside(self, root: str) -> Callable[[str], bool]:
+        """A test for paths found under ``root``: on a local root, whether the path's real
+        location (symlinks followed) is still inside the root's."""
+        if not self._is_local():
+            return lambda _path: True
+        real_root = os.path.realpath(root)
+
+        def inside(path: str) -> bool:
+            real = os.path.realpath(path)
+            return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+
+        return inside
+
     def _arrow_fs(self, fs: Any) -> Any:
         return None if self._is_local() else PyFileSystem(FSSpecHandler(fs))
 
@@ -107,9 +126,10 @@ class FilesWarehouse(Warehouse):
     def _table_entries(self, fs: Any, directory: str) -> dict[str, str]:
         """table name → its directory or single file."""
         tables: dict[str, str] = {}
+        inside = self._stays_inside(self._fs()[1])
         for entry in fs.ls(directory, detail=True):
             name = _basename(entry["name"])
-            if _hidden(name):
+            if _hidden(name) or not inside(str(entry["name"])):
                 continue
             if entry["type"] == "directory":
                 tables[name] = entry["name"]
@@ -120,12 +140,14 @@ class FilesWarehouse(Warehouse):
         return tables
 
     def _data_files(self, fs: Any, location: str) -> list[str]:
+        inside = self._stays_inside(self._fs()[1])
         if not fs.isdir(location):
-            return [location]
+            return [location] if inside(location) else []
         found = [
             p
             for p in fs.find(location)
             if not any(_hidden(part) for part in str(p)[len(location) :].split("/") if part)
+            and inside(str(p))
         ]
         return sorted(str(p) for p in found)
 
@@ -148,10 +170,13 @@ class FilesWarehouse(Warehouse):
         fs, root = self._fs()
         if not fs.exists(root):
             return []
+        inside = self._stays_inside(root)
         names = [
             _basename(e["name"])
             for e in fs.ls(root, detail=True)
-            if e["type"] == "directory" and not _hidden(_basename(e["name"]))
+            if e["type"] == "directory"
+            and not _hidden(_basename(e["name"]))
+            and inside(str(e["name"]))
         ]
         return [DatasetInfo(name=n) for n in sorted(names) if _is_identifier(n)]
 
@@ -164,6 +189,24 @@ class FilesWarehouse(Warehouse):
 
     def table_info(self, dataset: str, table: str) -> TableInfo:
         fs, files = self._table_files(dataset, table)
+        with self._readable(dataset, table):
+            return self._table_info(dataset, table, fs, files)
+
+    @contextmanager
+    def _readable(self, dataset: str, table: str) -> Iterator[None]:
+        """Files that are not of the connection's format: 4xx naming the table."""
+        try:
+            yield
+        except (pa.ArrowException, OSError, ValueError, duckdb.Error) as exc:
+            if isinstance(exc, RaydeckError):
+                raise
+            raise FailedPreconditionError(
+                f"table {self.ref(dataset, table)}: its files cannot be read as "
+                f"{self.format.value}: {exc}"[:500],
+                field="table",
+            ) from exc
+
+    def _table_info(self, dataset: str, table: str, fs: Any, files: list[str]) -> TableInfo:
         columns: list[ColumnInfo] = []
         rows: int | None = None
         if files:
@@ -187,12 +230,20 @@ class FilesWarehouse(Warehouse):
         fs, files = self._table_files(dataset, table)
         if not files:
             return pa.table({})
-        return self._arrow_dataset(fs, files).head(limit)
+        with self._readable(dataset, table):
+            return self._arrow_dataset(fs, files).head(limit)
 
     def _duckdb_views(self) -> duckdb.DuckDBPyConnection:
         """In-memory DuckDB with a view per table; no access to any other file."""
         fs, root = self._fs()
-        con = duckdb.connect(":memory:")
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                k: v
+                for k, v in SANDBOX_CONFIG.items()
+                if k not in ("enable_external_access", "lock_configuration")
+            },
+        )
         for dataset in self.list_datasets():
             directory = f"{root}/{dataset.name}"
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(dataset.name)}")
@@ -201,10 +252,12 @@ class FilesWarehouse(Warehouse):
                 if not files:
                     continue
                 source = f"__{dataset.name}__{table}"
-                con.register(source, self._arrow_dataset(fs, files))
+                with self._readable(dataset.name, table):
+                    con.register(source, self._arrow_dataset(fs, files))
                 view = f"{quote(dataset.name)}.{quote(table)}"
                 con.execute(f"CREATE VIEW {view} AS SELECT * FROM {quote(source)}")
         con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
         return con
 
     def query(self, sql: str, limit: int) -> pa.Table:

@@ -20,8 +20,9 @@ _KINDS: dict[ConnectionKind, type[Warehouse]] = {
 }
 
 
-def open_warehouse(connection: ResolvedConnection) -> Warehouse:
-    """A ``Warehouse`` for a resolved connection; it opens nothing until used."""
+def open_warehouse(connection: ResolvedConnection, *, server_side: bool = False) -> Warehouse:
+    """A ``Warehouse`` for a resolved connection; it opens nothing until used.
+    ``server_side``: opened by the control plane, locked down (see ``Warehouse``)."""
     kind = _KINDS.get(connection.kind)
     if kind is None:  # a kind a newer server knows and this SDK does not
         raise FailedPreconditionError(
@@ -29,4 +30,4 @@ def open_warehouse(connection: ResolvedConnection) -> Warehouse:
             "cannot be browsed or read yet",
             field="connection",
         )
-    return kind(connection)
+    return kind(connection, server_side=server_side)

@@ -93,6 +93,10 @@ class TokenRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A scoped token (a job's): usable only in this project, only for these permissions
+    # (on top of what its account's role bindings grant). None: unscoped.
+    scope_project: Mapped[str | None] = mapped_column(String(64), default=None)
+    scope_permissions: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
 
 
 class ClusterRow(Base):
@@ -109,7 +113,9 @@ class ClusterRow(Base):
     # head, worker_pools (incl. autoscaler targets), runtime_env, image, network
     spec: Mapped[dict[str, Any]] = mapped_column()
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    ray_auth_token: Mapped[str] = mapped_column(String(128))
+    # Ray's own auth token for this cluster, encrypted at rest (server/secret_box.py); read it
+    # with services.clusters.ray_token.
+    ray_auth_token_ciphertext: Mapped[str] = mapped_column("ray_auth_token_encrypted", Text)
     dashboard_url: Mapped[str | None] = mapped_column(String(256), default=None)
     ray_client_address: Mapped[str | None] = mapped_column(String(256), default=None)
     gcs_address: Mapped[str | None] = mapped_column(String(256), default=None)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "upgrade_schema"]
+__all__ = ["Database", "SecretCipher", "upgrade_schema"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -38,11 +38,22 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def upgrade_schema(engine: Engine) -> None:
+class SecretCipher(Protocol):
+    """What data migrations that encrypt stored secrets need (``server.secret_box.SecretBox``)."""
+
+    def encrypt(self, plaintext: str) -> str: ...
+
+    def decrypt(self, ciphertext: str) -> str: ...
+
+
+def upgrade_schema(engine: Engine, cipher: SecretCipher | None = None) -> None:
+    """``cipher``: the server's secret box, for migrations that encrypt existing rows (a
+    database with such rows cannot be upgraded without it)."""
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
+        config.attributes["secret_cipher"] = cipher
         command.upgrade(config, "head")
 
 
@@ -52,8 +63,8 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def migrate(self) -> None:
-        upgrade_schema(self.engine)
+    def migrate(self, cipher: SecretCipher | None = None) -> None:
+        upgrade_schema(self.engine, cipher)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -15,6 +15,7 @@ from raydeck.core.settings import Settings, get_settings
 from raydeck.db.models import utcnow
 from raydeck.db.session import Database
 from raydeck.server.audit import AuditMiddleware
+from raydeck.server.body_limit import BodyLimitMiddleware
 from raydeck.server.errors import ERROR_RESPONSES, install_error_handlers
 from raydeck.server.metrics import MetricsMiddleware
 from raydeck.server.reconcilers.autoscaler import Autoscaler
@@ -46,6 +47,7 @@ from raydeck.server.routers import (
     training_pipelines,
     tuning_jobs,
 )
+from raydeck.server.secret_box import secret_box
 from raydeck.server.services.pricing import load_catalog
 from raydeck.server.state import ServerState
 
@@ -58,6 +60,8 @@ def default_backends(settings: Settings, db: Database) -> dict[str, ClusterBacke
             settings.clusters_dir,
             bind_host=settings.ray_bind_host,
             port_range=(settings.port_range_start, settings.port_range_end),
+            max_workers=settings.local_max_workers,
+            cpu_oversubscription=settings.local_cpu_oversubscription,
         ),
         "hosts": HostsClusterBackend(
             db,
@@ -78,7 +82,7 @@ def create_app(
     settings = settings or get_settings()
     catalog = load_catalog(settings.price_catalog)
     db = Database(settings.db_url)
-    db.migrate()
+    db.migrate(secret_box(settings.secret_key_path))  # 0009 encrypts stored Ray tokens
     state = ServerState(
         settings=settings,
         db=db,
@@ -142,7 +146,13 @@ def create_app(
         hosts,  # many hosts (issue 14)
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
-    # Outermost first: metrics see the audit's time too; audit sees the final status.
+    # Added innermost first: the body limit runs before anything; metrics see the audit's time
+    # too; audit sees the final status.
     app.add_middleware(AuditMiddleware, state=state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     return app

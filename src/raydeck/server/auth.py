@@ -26,6 +26,8 @@ from raydeck.server.services import access
 from raydeck.server.services import tokens as token_service
 from raydeck.server.services.roles import (
     GLOBAL_RESOURCES,
+    SELF_RESOURCES,
+    permission_matches,
     role_allows,
 )
 from raydeck.server.state import ServerState, get_state
@@ -82,6 +84,7 @@ def authorize(request: HTTPConnection, state: ServerState, permission: str) -> P
             roles=sorted({role for role, _ in bindings}),
         )
         setattr(request.state, CALLER_KEY, caller)
+        _check_scope(caller, project, permission)
         if not access.account_allows(session, bindings, permission):
             where = (
                 "server-wide"
@@ -94,6 +97,23 @@ def authorize(request: HTTPConnection, state: ServerState, permission: str) -> P
         if project != DEFAULT_PROJECT:
             access.get_project_row(session, project)  # 404 naming ``project`` if unknown
     return caller
+
+
+def _check_scope(caller: Principal, project: str, permission: str) -> None:
+    """A scoped token (a job's) works in its project only, for its permissions only."""
+    if permission.partition(".")[0] in SELF_RESOURCES:
+        return
+    if caller.scope_project is not None and caller.scope_project != project:
+        raise PermissionDeniedError(
+            f"token {caller.name!r} is limited to project {caller.scope_project!r}",
+            permission=permission,
+        )
+    scope = caller.scope_permissions
+    if scope is not None and not any(permission_matches(p, permission) for p in scope):
+        raise PermissionDeniedError(
+            f"token {caller.name!r} may not {permission} (a job token: {', '.join(scope)})",
+            permission=permission,
+        )
 
 
 def require(permission: str) -> Callable[..., Principal]:
@@ -113,4 +133,5 @@ def require(permission: str) -> Callable[..., Principal]:
         return authorize(request, state, permission)
 
     dependency.__name__ = f"require_{permission.replace('.', '_')}"
+    dependency.permission = permission  # type: ignore[attr-defined]  # read by the auth walk
     return dependency

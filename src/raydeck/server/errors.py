@@ -17,6 +17,7 @@ from raydeck.core.errors import (
     NotFoundError,
     PermissionDeniedError,
     RaydeckError,
+    RequestTooLargeError,
     UnauthenticatedError,
 )
 
@@ -53,6 +54,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "not_found"),
         (409, "already_exists"),
         (412, "failed_precondition"),
+        (413, "resource_exhausted: the request body is over the size limit"),
         (429, "resource_exhausted (e.g. the project's budget limit is reached)"),
         (503, "unavailable: a cluster or endpoint did not answer"),
     )
@@ -62,6 +64,7 @@ _HTTP_ERRORS: dict[int, type[RaydeckError]] = {
     401: UnauthenticatedError,
     403: PermissionDeniedError,
     404: NotFoundError,
+    413: RequestTooLargeError,
 }
 
 

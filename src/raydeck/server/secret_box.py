@@ -1,4 +1,5 @@
-"""Encryption at rest for connection secrets (Fernet: AES-128-CBC + HMAC-SHA256).
+"""Encryption at rest for stored secrets: connection secrets and clusters' Ray auth tokens
+(Fernet: AES-128-CBC + HMAC-SHA256).
 
 The key lives in ``$RAYDECK_SECRET_KEY_FILE`` (default ``$RAYDECK_HOME/secret.key``, mode 600),
 created on first use. Server replicas sharing one database must share this file; losing it
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import os
 import stat
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from raydeck.core.errors import FailedPreconditionError
 
-__all__ = ["SecretBox"]
+__all__ = ["SecretBox", "secret_box"]
 
 
 class SecretBox:
@@ -46,6 +48,13 @@ class SecretBox:
         except InvalidToken as exc:
             raise FailedPreconditionError(
                 "a stored secret cannot be decrypted with this server's key "
-                "(RAYDECK_SECRET_KEY_FILE changed?); set the connection's secret again",
+                "(RAYDECK_SECRET_KEY_FILE changed?); set the connection's secret again "
+                "(a cluster's Ray token: recreate the cluster)",
                 field="secret",
             ) from exc
+
+
+@lru_cache(maxsize=4)
+def secret_box(key_path: Path) -> SecretBox:
+    """The box for the key at ``key_path`` (created on first use), one per key file."""
+    return SecretBox.from_key_file(key_path)

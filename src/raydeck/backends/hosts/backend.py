@@ -28,7 +28,6 @@ from raydeck.backends.base import (
     MetricsTarget,
     NodeObservation,
     PoolSpec,
-    SpecValidator,
 )
 from raydeck.backends.hosts.placement import (
     HostView,
@@ -53,7 +52,7 @@ __all__ = ["HostsClusterBackend"]
 _POLL_SECONDS = 0.25
 
 
-class HostsClusterBackend(ClusterBackend, MetricsSource, SpecValidator):
+class HostsClusterBackend(ClusterBackend, MetricsSource):
     kind = "hosts"
 
     def __init__(
@@ -135,11 +134,9 @@ class HostsClusterBackend(ClusterBackend, MetricsSource, SpecValidator):
                 return
             time.sleep(_POLL_SECONDS)
 
-    # -- SpecValidator ----------------------------------------------------------------------
-
-    def check_spec(self, spec: ClusterSpec) -> None:
+    def check_capacity(self, spec: ClusterSpec) -> None:
         """Each node kind must fit, empty, on at least one registered host (whatever runs on
-        it now): otherwise no waiting would ever help."""
+        it now): otherwise no waiting would ever help. One read of the host registry."""
         with self._db.session() as session:
             hosts = list(session.scalars(select(HostRow).order_by(HostRow.name)))
         if not hosts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -53,6 +54,7 @@ from raydeck.backends.local.raystart import (
 )
 from raydeck.backends.local.readiness import wait_for_nodes, wait_for_port
 from raydeck.backends.local.state import ClusterState, NodeRecord, StateStore
+from raydeck.core.errors import InvalidArgumentError
 
 __all__ = ["LocalClusterBackend"]
 
@@ -74,7 +76,12 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
         *,
         bind_host: str = "127.0.0.1",
         port_range: tuple[int, int] = (30000, 60000),
+        max_workers: int = 64,
+        cpu_oversubscription: float = 4.0,
     ) -> None:
+        self._max_workers = max_workers
+        self._max_node_cpus = (os.cpu_count() or 1) * cpu_oversubscription
+        self._max_node_memory = psutil.virtual_memory().total
         self._state_dir = Path(state_dir).absolute()
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._bind_host = bind_host
@@ -84,6 +91,7 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
     # -- ClusterBackend -------------------------------------------------------------------
 
     def apply(self, spec: ClusterSpec, *, prefer_remove: Sequence[str] = ()) -> ClusterEndpoints:
+        self.check_capacity(spec)  # before any per-node work: a stored row may predate a cap
         _check_pools(spec)
         with self._cluster_lock(spec.cluster_id):
             return self._apply_locked(spec, set(prefer_remove))
@@ -125,6 +133,36 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
             for directory in dirs:
                 shutil.rmtree(directory, ignore_errors=True)
             self._store.remove(cluster_id)
+
+    def check_capacity(self, spec: ClusterSpec) -> None:
+        """Every node runs on this machine: no node may declare more memory than it has or
+        more CPUs than its cores × the oversubscription setting, and a cluster has at most
+        ``max_workers`` worker raylets."""
+        fields = [
+            ("head", spec.head),
+            *((f"worker_pools[{i}]", pool) for i, pool in enumerate(spec.worker_pools)),
+        ]
+        for field, pool in fields:
+            if pool.num_cpus > self._max_node_cpus:
+                raise InvalidArgumentError(
+                    f"{field}.num_cpus: {pool.num_cpus:g} is more than this host's local "
+                    f"backend can give one node ({self._max_node_cpus:g}: cores × "
+                    "RAYDECK_LOCAL_CPU_OVERSUBSCRIPTION)",
+                    field=f"{field}.num_cpus",
+                )
+            if pool.memory is not None and pool.memory > self._max_node_memory:
+                raise InvalidArgumentError(
+                    f"{field}.memory: {pool.memory} bytes is more than this host has "
+                    f"({self._max_node_memory})",
+                    field=f"{field}.memory",
+                )
+        workers = sum(max(0, pool.replicas) for pool in spec.worker_pools)
+        if workers > self._max_workers:
+            raise InvalidArgumentError(
+                f"worker_pools: {workers} worker replicas in all; a local cluster has at most "
+                f"{self._max_workers} (RAYDECK_LOCAL_MAX_WORKERS)",
+                field="worker_pools",
+            )
 
     # -- LogFileSource ---------------------------------------------------------------------
 

@@ -44,6 +44,8 @@ class Token(LenientModel):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    scope_project: str | None = None  # a job token's: the one project it works in
+    scope_permissions: list[str] | None = None  # ...and the most it may do there
 
 
 class TokenCreated(Token):

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.models.common import LenientModel, StrictModel
+from raydeck.core.models.limits import Cpus, Gpus, capped
 from raydeck.core.models.warehouse import TableRef, WriteMode
 
 __all__ = [
@@ -165,8 +166,8 @@ class BatchOutput(StrictModel):
 class BatchResources(StrictModel):
     """Per model replica (one Ray Data actor)."""
 
-    num_cpus: Annotated[float, Field(ge=0, le=1024)] = 1
-    num_gpus: Annotated[float, Field(ge=0, le=64)] = 0
+    num_cpus: Cpus = 1
+    num_gpus: Gpus = 0
 
 
 class BatchPredictionJobCreate(StrictModel):
@@ -175,9 +176,9 @@ class BatchPredictionJobCreate(StrictModel):
     cluster: Annotated[str, Field(min_length=1, max_length=64)]
     input: BatchInput
     output: BatchOutput
-    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    batch_size: Annotated[int, Field(ge=1), capped("max_batch_rows")] = 256
     resources: BatchResources = Field(default_factory=BatchResources)
-    concurrency: Annotated[int, Field(ge=1, le=1024)] = 1  # model replicas
+    concurrency: Annotated[int, Field(ge=1), capped("max_batch_concurrency")] = 1  # replicas
     parameters: dict[str, Any] | None = None  # passed to every predict call
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, PositiveInt, model_validator
 
 from raydeck.core.models.common import LenientModel, Name, StrictModel, parse_memory
+from raydeck.core.models.limits import Cpus, Gpus, LabelMap, ResourceMap, capped
 
 __all__ = [
     "Cluster",
@@ -31,10 +32,8 @@ def _memory(value: Any) -> Any:
     return value
 
 
-MemoryBytes = Annotated[PositiveInt | None, BeforeValidator(_memory)]
-ResourceMap = dict[
-    Annotated[str, Field(min_length=1, max_length=64)], Annotated[float, Field(ge=0)]
-]
+MemoryBytes = Annotated[PositiveInt | None, BeforeValidator(_memory), capped("max_node_memory")]
+Replicas = Annotated[PositiveInt, capped("max_pool_replicas")]
 
 
 class ClusterState(StrEnum):
@@ -52,8 +51,8 @@ HostLabels = dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max
 
 class HeadNodeSpec(StrictModel):
     machine_type: str | None = None
-    num_cpus: Annotated[float, Field(ge=0)] = 1
-    num_gpus: Annotated[float, Field(ge=0)] = 0
+    num_cpus: Cpus = 1
+    num_gpus: Gpus = 0
     memory: MemoryBytes = None
     resources: ResourceMap = Field(default_factory=dict)
     disk_size_gb: PositiveInt | None = None
@@ -65,13 +64,13 @@ class HeadNodeSpec(StrictModel):
 class WorkerPoolSpec(StrictModel):
     name: Name
     machine_type: str | None = None
-    num_cpus: Annotated[float, Field(gt=0)] = 1
-    num_gpus: Annotated[float, Field(ge=0)] = 0
+    num_cpus: Annotated[Cpus, Field(gt=0)] = 1
+    num_gpus: Gpus = 0
     memory: MemoryBytes = None
     resources: ResourceMap = Field(default_factory=dict)
-    replica_count: PositiveInt = 1
-    min_replica_count: PositiveInt | None = None
-    max_replica_count: PositiveInt | None = None
+    replica_count: Replicas = 1
+    min_replica_count: Replicas | None = None
+    max_replica_count: Replicas | None = None
     disk_size_gb: PositiveInt | None = None
     # `hosts` backend only: "pack" fills hosts one by one, "spread" puts replicas on
     # different hosts; `hosts` / `host_labels` restrict where replicas may go.
@@ -110,12 +109,12 @@ class ClusterCreate(StrictModel):
     name: Name
     ray_version: str | None = None
     head: HeadNodeSpec = Field(default_factory=HeadNodeSpec)
-    worker_pools: list[WorkerPoolSpec] = Field(default_factory=list, max_length=16)
+    worker_pools: Annotated[list[WorkerPoolSpec], capped("max_worker_pools")] = Field(
+        default_factory=list
+    )
     runtime_env: dict[str, Any] | None = None
     image: str | None = None
-    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] = (
-        Field(default_factory=dict)
-    )
+    labels: LabelMap = Field(default_factory=dict)
     network: Literal["local", "public", "private"] = "local"
     backend: str | None = None
 
@@ -130,9 +129,9 @@ class ClusterCreate(StrictModel):
 
 class PoolReplicaUpdate(StrictModel):
     name: Name
-    replica_count: PositiveInt | None = None
-    min_replica_count: PositiveInt | None = None
-    max_replica_count: PositiveInt | None = None
+    replica_count: Replicas | None = None
+    min_replica_count: Replicas | None = None
+    max_replica_count: Replicas | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> PoolReplicaUpdate:
@@ -143,7 +142,9 @@ class PoolReplicaUpdate(StrictModel):
 class ClusterUpdate(StrictModel):
     """Like the reference platform, only replica counts of existing pools change."""
 
-    worker_pools: list[PoolReplicaUpdate] = Field(min_length=1)
+    worker_pools: Annotated[list[PoolReplicaUpdate], capped("max_worker_pools")] = Field(
+        min_length=1
+    )
 
 
 class NodeStatus(LenientModel):

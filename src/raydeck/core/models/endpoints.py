@@ -10,6 +10,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from raydeck.core.models.clusters import MemoryBytes
 from raydeck.core.models.common import LenientModel, Name, StrictModel
+from raydeck.core.models.limits import Cpus, Gpus, LabelMap, capped
 
 __all__ = [
     "BatchingSpec",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 Percent = Annotated[int, Field(ge=0, le=100)]
+Replicas = Annotated[PositiveInt, capped("max_endpoint_replicas")]
 
 
 class EndpointState(StrEnum):
@@ -38,17 +40,17 @@ class EndpointState(StrEnum):
 class BatchingSpec(StrictModel):
     """Serve dynamic batching: concurrent requests are predicted in one vectorized call."""
 
-    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    max_batch_size: Annotated[int, Field(ge=1), capped("max_serve_batch_size")] = 32
     batch_wait_timeout_s: Annotated[float, Field(ge=0, le=1)] = 0.01
 
 
 class DeployModel(StrictModel):
     model: Annotated[str, Field(min_length=1, description="model, model@version or model@alias")]
     display_name: Name | None = None
-    min_replica_count: PositiveInt = 1
-    max_replica_count: PositiveInt | None = None
-    num_cpus: Annotated[float, Field(ge=0)] = 1
-    num_gpus: Annotated[float, Field(ge=0)] = 0
+    min_replica_count: Replicas = 1
+    max_replica_count: Replicas | None = None
+    num_cpus: Cpus = 1
+    num_gpus: Gpus = 0
     memory: MemoryBytes = None
     batching: BatchingSpec | None = None
     traffic_percentage: Percent | None = Field(
@@ -72,15 +74,13 @@ class EndpointCreate(StrictModel):
     display_name: Name
     cluster: Name
     description: Annotated[str, Field(max_length=2000)] | None = None
-    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] = (
-        Field(default_factory=dict)
-    )
+    labels: LabelMap = Field(default_factory=dict)
 
 
 class EndpointUpdate(StrictModel):
-    traffic_split: dict[str, Percent] | None = None
+    traffic_split: Annotated[dict[str, Percent], capped("max_endpoint_replicas")] | None = None
     description: Annotated[str, Field(max_length=2000)] | None = None
-    labels: dict[str, str] | None = None
+    labels: LabelMap | None = None
 
 
 class DeployedModel(LenientModel):
@@ -120,7 +120,7 @@ class Endpoint(LenientModel):
 
 
 class PredictRequest(StrictModel):
-    instances: Annotated[list[Any], Field(min_length=1)]
+    instances: Annotated[list[Any], Field(min_length=1), capped("max_predict_instances")]
     parameters: dict[str, Any] | None = None
 
 

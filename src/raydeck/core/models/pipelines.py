@@ -9,13 +9,14 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from raydeck.core.models.common import LenientModel, Name, StrictModel
+from raydeck.core.models.limits import LabelMap
 from raydeck.core.models.registry import Alias, Framework
 from raydeck.core.models.training import CustomJobCreate, TrainingState
 from raydeck.core.models.tuning import HyperparameterTuningJobCreate
 
 __all__ = ["ModelToUpload", "TrainingPipeline", "TrainingPipelineCreate", "TrainingTask"]
 
-Label = dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]]
+Label = LabelMap
 
 
 class TrainingTask(StrictModel):

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 
 from raydeck.core.models.common import LenientModel, Name, StrictModel
+from raydeck.core.models.limits import LabelMap
 
 __all__ = [
     "ALIAS_PATTERN",
@@ -28,7 +29,7 @@ DEFAULT_ALIAS = "default"
 # Aliases start with a letter, so they never look like a version id ("1", "2", ...).
 ALIAS_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 Alias = Annotated[str, Field(pattern=ALIAS_PATTERN, description="lowercase, starts with a letter")]
-Labels = dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]]
+Labels = LabelMap
 Description = Annotated[str, Field(max_length=4096)]
 
 

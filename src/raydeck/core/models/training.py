@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, PositiveInt, field_validator, model
 
 from raydeck.core.models.clusters import MemoryBytes
 from raydeck.core.models.common import LenientModel, StrictModel
+from raydeck.core.models.limits import Cpus, Gpus, LabelMap, ResourceMap, capped
 
 __all__ = [
     "TERMINAL_TRAINING_STATES",
@@ -66,12 +67,10 @@ AbsolutePath = Annotated[str, BeforeValidator(_absolute_path), Field(min_length=
 class MachineSpec(StrictModel):
     """What one replica of a pool reserves on the cluster."""
 
-    cpus: Annotated[float, Field(ge=0)] = 1
-    gpus: Annotated[float, Field(ge=0)] = 0
+    cpus: Cpus = 1
+    gpus: Gpus = 0
     memory: MemoryBytes = None
-    resources: dict[Annotated[str, Field(min_length=1)], Annotated[float, Field(ge=0)]] = Field(
-        default_factory=dict
-    )
+    resources: ResourceMap = Field(default_factory=dict)
 
     def ray_resources(self) -> dict[str, float]:
         """One placement-group bundle: Ray's resource names."""
@@ -95,7 +94,7 @@ class ScriptSpec(StrictModel):
 class TrainingPoolSpec(StrictModel):
     """One worker pool: replicas × machine, running a module, a script or a command."""
 
-    replica_count: PositiveInt = 1
+    replica_count: Annotated[PositiveInt, capped("max_job_replicas")] = 1
     machine_spec: MachineSpec = Field(default_factory=MachineSpec)
     python_module: PythonModuleSpec | None = None
     script: ScriptSpec | None = None
@@ -143,9 +142,7 @@ class CustomJobCreate(CustomJobSpec):
     cluster: str | None = Field(
         default=None, description="existing cluster; leave out for an ephemeral one"
     )
-    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] = (
-        Field(default_factory=dict)
-    )
+    labels: LabelMap = Field(default_factory=dict)
 
 
 class ReplicaSpec(LenientModel):

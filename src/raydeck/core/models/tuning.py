@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import Field, PositiveInt, model_validator
 
 from raydeck.core.models.common import LenientModel, StrictModel
+from raydeck.core.models.limits import LabelMap, capped
 from raydeck.core.models.training import CustomJobSpec, MetricPoint, TrainingState
 
 __all__ = [
@@ -142,12 +143,10 @@ class HyperparameterTuningJobCreate(StrictModel):
     cluster: str | None = None
     study_spec: StudySpec
     trial_job_spec: CustomJobSpec
-    max_trial_count: Annotated[int, Field(ge=1, le=10000)]
-    parallel_trial_count: Annotated[int, Field(ge=1)] = 1
-    max_failed_trial_count: Annotated[int, Field(ge=0)] = 0  # 0: no limit
-    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] = (
-        Field(default_factory=dict)
-    )
+    max_trial_count: Annotated[int, Field(ge=1), capped("max_trial_count")]
+    parallel_trial_count: Annotated[int, Field(ge=1), capped("max_parallel_trials")] = 1
+    max_failed_trial_count: Annotated[int, Field(ge=0), capped("max_trial_count")] = 0  # 0: any
+    labels: LabelMap = Field(default_factory=dict)
 
 
 class TrialState(StrEnum):

@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.models.common import NAME_PATTERN, LenientModel, Name, StrictModel
+from raydeck.core.models.limits import LabelMap
 
 __all__ = [
     "IDENTIFIER_PATTERN",
@@ -90,9 +91,7 @@ class ConnectionCreate(StrictModel):
     name: Name
     kind: ConnectionKind
     description: Annotated[str, Field(max_length=2000)] | None = None
-    labels: dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] = (
-        Field(default_factory=dict)
-    )
+    labels: LabelMap = Field(default_factory=dict)
     path: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
         default=None,
         validate_default=True,
@@ -165,9 +164,7 @@ class ConnectionCreate(StrictModel):
 
 class ConnectionUpdate(StrictModel):
     description: Annotated[str, Field(max_length=2000)] | None = None
-    labels: (
-        dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]] | None
-    ) = None
+    labels: LabelMap | None = None
     secret: SecretStr | None = Field(default=None, description="replace the stored secret")
     secret_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
 

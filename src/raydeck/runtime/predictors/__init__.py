@@ -13,6 +13,11 @@ Artifact conventions (Vertex AI prebuilt-container file names):
 
 Each framework's module is imported only when that framework is used, so a replica serving
 a scikit-learn model never imports torch.
+
+``load_predictor`` runs the artifact's code (unpickling, a custom predictor's module): it is
+called only where the model is used, on its cluster (Serve replicas, batch prediction
+workers), never by the control plane, which checks uploads statically
+(``raydeck.server.services.model_artifacts``, whose file names must match ``artifact_files``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from raydeck.backends.ray_api import ClusterLoad, RayDashboardClient
 from raydeck.core.errors import RaydeckError
 from raydeck.core.models import ClusterState, WorkerPoolSpec
+from raydeck.core.models.limits import stored_data
 from raydeck.db.models import ClusterRow
 from raydeck.server.reconcilers.autoscaling_policy import (
     NodeActivity,
@@ -20,6 +21,7 @@ from raydeck.server.reconcilers.autoscaling_policy import (
     plan_scaling,
 )
 from raydeck.server.reconcilers.loop import ReconcileLoop
+from raydeck.server.services.clusters import ray_token
 from raydeck.server.state import ServerState
 
 __all__ = ["Autoscaler"]
@@ -55,7 +57,10 @@ class Autoscaler:
                 select(ClusterRow).where(ClusterRow.state == ClusterState.RUNNING.value)
             )
             for row in rows:
-                pools = tuple(WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"])
+                with stored_data():
+                    pools = tuple(
+                        WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]
+                    )
                 if not any(p.autoscaling for p in pools) or not row.dashboard_url:
                     continue
                 names = {
@@ -65,7 +70,12 @@ class Autoscaler:
                 }
                 targets.append(
                     _Target(
-                        row.id, row.generation, row.dashboard_url, row.ray_auth_token, pools, names
+                        row.id,
+                        row.generation,
+                        row.dashboard_url,
+                        ray_token(self.state.settings, row),
+                        pools,
+                        names,
                     )
                 )
         return targets

@@ -33,7 +33,7 @@ from raydeck.server.reconcilers.loop import ReconcileLoop
 from raydeck.server.services import job_tokens
 from raydeck.server.services import jobs as job_service
 from raydeck.server.services.batch_predictions import LIVE_STATES, entrypoint, status_uri
-from raydeck.server.services.clusters import ACTIVE_STATES
+from raydeck.server.services.clusters import ACTIVE_STATES, ray_token
 from raydeck.server.services.jobs import ClusterTarget
 from raydeck.server.state import ServerState
 
@@ -93,7 +93,7 @@ class BatchPredictionReconciler:
                     cluster.id,
                     cluster.name,
                     cluster.dashboard_url,
-                    cluster.ray_auth_token,
+                    ray_token(self.state.settings, cluster),
                     cluster.project,
                 )
                 work.append(
@@ -153,7 +153,11 @@ class BatchPredictionReconciler:
 
     def _token(self, work: _Work) -> str:
         with self.state.db.session() as session:
-            return job_tokens.issue_job_token(session, work.target.cluster_id, work.submission_id)
+            row = session.get(BatchPredictionJobRow, work.job_id)
+            submitter = row.spec.get("submitted_by") if row is not None else None
+            return job_tokens.issue_job_token(
+                session, work.target.cluster_id, work.submission_id, submitter
+            )
 
     def _job_record(self, work: _Work, request: JobSubmit) -> str:
         """Id of the Raydeck Job for the Ray job (so `jobs list/logs` show it), made once."""

@@ -11,10 +11,12 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from raydeck.backends.base import ClusterEndpoints, ClusterObservation, ClusterSpec
+from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.models import ClusterState, WorkerPoolSpec
+from raydeck.core.models.limits import stored_data
 from raydeck.db.models import ClusterRow
 from raydeck.server.reconcilers.loop import ReconcileLoop
-from raydeck.server.services.clusters import backend_spec
+from raydeck.server.services.clusters import backend_spec, teardown_spec
 from raydeck.server.state import ServerState
 
 __all__ = ["ClusterReconciler"]
@@ -62,7 +64,12 @@ class ClusterReconciler:
             if row is None:
                 return None
             prefer_remove = list(row.spec.get("prefer_remove", []))
-            return backend_spec(row), row.backend, row.generation, prefer_remove
+            return (
+                backend_spec(row, self.state.settings),
+                row.backend,
+                row.generation,
+                prefer_remove,
+            )
 
     async def _apply(self, cluster_id: str) -> None:
         snapshot = await asyncio.to_thread(self._snapshot, cluster_id)
@@ -77,7 +84,11 @@ class ClusterReconciler:
             failed_gen, failures = self._failures.get(cluster_id, (generation, 0))
             failures = failures + 1 if failed_gen == generation else 1
             self._failures[cluster_id] = (generation, failures)
-            final = failures >= APPLY_ATTEMPTS or not getattr(exc, "retryable", True)
+            final = (
+                failures >= APPLY_ATTEMPTS
+                or not getattr(exc, "retryable", True)
+                or isinstance(exc, InvalidArgumentError)  # e.g. a row over a host's capacity
+            )
             log.warning(
                 "cluster %s: apply attempt %d failed%s: %s",
                 spec.name,
@@ -140,11 +151,16 @@ class ClusterReconciler:
             if row is not None and row.generation == generation:
                 row.state_reason = note  # the state stays PROVISIONING/UPDATING: next pass retries
 
+    def _teardown(self, cluster_id: str) -> tuple[ClusterSpec, str] | None:
+        with self.state.db.session() as session:
+            row = session.get(ClusterRow, cluster_id)
+            return None if row is None else (teardown_spec(row, self.state.settings), row.backend)
+
     async def _delete(self, cluster_id: str) -> None:
-        snapshot = await asyncio.to_thread(self._snapshot, cluster_id)
-        if snapshot is None:
+        found = await asyncio.to_thread(self._teardown, cluster_id)
+        if found is None:
             return
-        spec, backend_kind, _generation, _ = snapshot
+        spec, backend_kind = found
         await asyncio.to_thread(self.state.backend(backend_kind).delete, spec)
         await asyncio.to_thread(self._forget, cluster_id)
         self.state.cluster_observed()
@@ -183,7 +199,8 @@ class ClusterReconciler:
                     or "the head node is not running (its processes exited)"
                 )
                 return
-            pools = [WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]]
+            with stored_data():
+                pools = [WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]]
             missing = sum(
                 max(0, p.replica_count - observation.alive_replicas(p.name)) for p in pools
             )

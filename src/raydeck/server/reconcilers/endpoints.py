@@ -2,6 +2,11 @@
 
 Serve's REST API is declarative per cluster (a PUT replaces every application), so the
 work is keyed by cluster: any endpoint change on it re-applies the cluster's whole config.
+
+Models are loaded only there, by their Serve replicas (the control plane never loads one).
+A deployed model whose replicas cannot load it is rolled back: it leaves the endpoint's spec,
+the rest is re-applied and keeps serving, and the endpoint ends FAILED with the model's load
+error in ``state_reason`` and in its logs.
 """
 
 from __future__ import annotations
@@ -9,19 +14,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from raydeck.core.errors import RaydeckError
 from raydeck.core.models import ClusterState, EndpointState
+from raydeck.core.models.operations import LogResourceKind, LogSeverity
 from raydeck.db.models import ClusterRow, EndpointRow
 from raydeck.server.reconcilers.loop import ReconcileLoop
+from raydeck.server.services.clusters import ray_token
+from raydeck.server.services.endpoints import without_failed_models
 from raydeck.server.services.jobs import ClusterTarget
+from raydeck.server.services.logs import LogLine, store_lines
 from raydeck.server.state import ServerState
 
 __all__ = ["SERVE_IMPORT_PATH", "EndpointReconciler", "route_prefix"]
@@ -32,10 +42,44 @@ SERVE_IMPORT_PATH = "raydeck.runtime.serving.app:build_app"
 DEPLOY_TIMEOUT_SECONDS = 600.0
 _PENDING = {EndpointState.CREATING.value, EndpointState.UPDATING.value, "DELETING"}
 _SETTLED = {"RUNNING", "DEPLOY_FAILED", "UNHEALTHY"}
+_BROKEN = {"DEPLOY_FAILED", "UNHEALTHY"}
+_NOISE = ("Traceback", "During handling", "The above exception", "^", "~", "File ")
 
 
 def route_prefix(endpoint_id: str) -> str:
     return f"/v1/endpoints/{endpoint_id}"
+
+
+def load_error(message: str) -> str:
+    """One line from a Serve deployment's failure message (its replica's traceback): the
+    exception the model's constructor raised, without module paths of our own errors."""
+    lines = [
+        line.strip()
+        for line in message.splitlines()
+        if line.strip() and not line[:1].isspace() and not line.strip().startswith(_NOISE)
+    ]
+    last = lines[-1] if lines else "its replicas did not start"
+    last = re.sub(r"^raydeck\.core\.errors\.\w+: ", "", last)
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+(?:Error|Exception): )", "", last)[:1000]
+
+
+def failed_models(
+    endpoints: tuple[_EndpointPlan, ...], statuses: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, str]]:
+    """Endpoint id → {deployed model id: load error} for the models being deployed whose
+    Serve deployment failed (replica constructor: the model did not load)."""
+    found: dict[str, dict[str, str]] = {}
+    for endpoint in endpoints:
+        status = statuses.get(endpoint.id, {})
+        if endpoint.state not in _PENDING or status.get("status") not in _BROKEN:
+            continue
+        deployments = status.get("deployments") or {}
+        for model in endpoint.spec["deployed_models"]:
+            deployment = deployments.get(f"model-{model['id']}") or {}
+            if deployment.get("status") in _BROKEN:
+                errors = found.setdefault(endpoint.id, {})
+                errors[model["id"]] = load_error(str(deployment.get("message") or ""))
+    return found
 
 
 @dataclass(frozen=True)
@@ -86,7 +130,10 @@ class EndpointReconciler:
             if cluster is None or not cluster.dashboard_url:
                 return _ClusterPlan(None, cluster.state if cluster else None, None, endpoints)
             target = ClusterTarget(
-                cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token
+                cluster.id,
+                cluster.name,
+                cluster.dashboard_url,
+                ray_token(self.state.settings, cluster),
             )
             port = cluster.spec.get("serve_port")
             host = urlsplit(cluster.dashboard_url).hostname
@@ -144,6 +191,14 @@ class EndpointReconciler:
                 statuses = await self._wait_settled(
                     ray, {a["name"] for a in config["applications"]}
                 )
+                failures = failed_models(plan.endpoints, statuses)
+                if failures:  # roll those models back; the rest keeps serving
+                    plan = await asyncio.to_thread(self._roll_back, cluster_id, plan, failures)
+                    config = self._serve_config(plan)
+                    await ray.serve_apply(config)
+                    statuses = await self._wait_settled(
+                        ray, {a["name"] for a in config["applications"]}
+                    )
         except RaydeckError as exc:
             await asyncio.to_thread(self._record, plan, {}, f"Serve deploy failed: {exc}")
             return
@@ -161,13 +216,54 @@ class EndpointReconciler:
                 return statuses
             await asyncio.sleep(0.25)
 
+    def _roll_back(
+        self, cluster_id: str, plan: _ClusterPlan, failures: dict[str, dict[str, str]]
+    ) -> _ClusterPlan:
+        with self.state.db.session() as session:
+            for endpoint in plan.endpoints:
+                errors = failures.get(endpoint.id)
+                if not errors:
+                    continue
+                spec, reason = without_failed_models(endpoint.spec, errors)
+                changed = session.execute(
+                    update(EndpointRow)
+                    .where(_unchanged(endpoint))
+                    .values(spec=spec, generation=endpoint.generation + 1, state_reason=reason)
+                )
+                if not getattr(changed, "rowcount", 0):
+                    continue  # changed meanwhile: the next pass deploys what it now says
+                log.warning("endpoint %s: %s", endpoint.id, reason)
+                name = session.scalar(select(EndpointRow.name).where(EndpointRow.id == endpoint.id))
+                now = self.state.clock()
+                store_lines(
+                    session,
+                    [
+                        LogLine(
+                            endpoint.project,
+                            LogResourceKind.ENDPOINT,
+                            endpoint.id,
+                            name or endpoint.id,
+                            "deploy",
+                            now,
+                            f"deployed model {model_id} failed to load on the cluster and was "
+                            f"undeployed: {error}",
+                            LogSeverity.ERROR,
+                        )
+                        for model_id, error in errors.items()
+                    ],
+                )
+        return self._plan(cluster_id)
+
     def _record(
         self, plan: _ClusterPlan, statuses: dict[str, dict[str, Any]], failure: str | None
     ) -> None:
+        """Each endpoint's outcome, written only if its generation is still the one deployed
+        (a guarded UPDATE: an API change committed meanwhile is never overwritten)."""
         port = plan.serve_port
         host = plan.serve_host or self.state.settings.ray_bind_host
         if ":" in host:
             host = f"[{host}]"
+        url_base = f"http://{host}:{port}"
         with self.state.db.session() as session:
             for endpoint in plan.endpoints:
                 row = session.get(EndpointRow, endpoint.id)
@@ -175,19 +271,33 @@ class EndpointReconciler:
                     continue  # changed while we deployed: the next pass handles it
                 if row.state == EndpointState.DELETING.value:
                     if failure is None or plan.target is None:
-                        session.execute(delete(EndpointRow).where(EndpointRow.id == row.id))
+                        session.execute(delete(EndpointRow).where(_unchanged(endpoint)))
                     continue
                 if row.state not in _PENDING:
                     continue
                 status = statuses.get(row.id, {})
+                rolled_back = row.state_reason  # set while pending only by a rollback
+                state, reason, url = EndpointState.FAILED.value, failure, row.predict_url
                 if failure is not None:
-                    row.state, row.state_reason = EndpointState.FAILED.value, failure
+                    pass
                 elif not row.spec["deployed_models"]:
-                    row.state, row.state_reason, row.predict_url = "READY", None, None
+                    state, reason, url = EndpointState.READY.value, None, None
                 elif status.get("status") == "RUNNING":
-                    row.state, row.state_reason = EndpointState.READY.value, None
-                    row.predict_url = f"http://{host}:{port}{route_prefix(row.id)}"
+                    state, reason = EndpointState.READY.value, None
+                    url = f"{url_base}{route_prefix(row.id)}"
                 else:
-                    row.state = EndpointState.FAILED.value
                     message = str(status.get("message") or status.get("status") or "timed out")
-                    row.state_reason = message.strip().splitlines()[-1][:1000]
+                    reason = message.strip().splitlines()[-1][:1000]
+                if rolled_back and state == EndpointState.READY.value:
+                    # The others serve (predict_url stays); the deploy itself failed.
+                    state, reason = EndpointState.FAILED.value, rolled_back
+                session.execute(
+                    update(EndpointRow)
+                    .where(_unchanged(endpoint))
+                    .values(state=state, state_reason=reason, predict_url=url)
+                )
+
+
+def _unchanged(endpoint: _EndpointPlan) -> Any:
+    """The row as planned: same id, same generation."""
+    return (EndpointRow.id == endpoint.id) & (EndpointRow.generation == endpoint.generation)

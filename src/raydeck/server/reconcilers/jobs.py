@@ -15,7 +15,7 @@ from raydeck.core.models import JobState
 from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.db.models import ClusterRow, JobRow, utcnow
 from raydeck.server.reconcilers.loop import ReconcileLoop
-from raydeck.server.services.clusters import ACTIVE_STATES
+from raydeck.server.services.clusters import ACTIVE_STATES, ray_token
 from raydeck.server.services.job_tokens import revoke_job_token
 from raydeck.server.services.jobs import ClusterTarget, apply_ray_info
 from raydeck.server.state import ServerState
@@ -56,7 +56,10 @@ class JobReconciler:
                     continue
                 if cluster.dashboard_url:
                     target = ClusterTarget(
-                        cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token
+                        cluster.id,
+                        cluster.name,
+                        cluster.dashboard_url,
+                        ray_token(self.state.settings, cluster),
                     )
                     result.append((target, [r.submission_id for r in rows]))
         return result

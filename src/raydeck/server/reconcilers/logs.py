@@ -57,7 +57,7 @@ class LogCollector:
             endpoints = {
                 row.id: (row.name, row.project) for row in session.scalars(select(EndpointRow))
             }
-            work = [(row, backend_spec(row)) for row in clusters]
+            work = [(row, backend_spec(row, self.state.settings)) for row in clusters]
         for row, spec in work:
             backend = self.state.backends.get(row.backend)
             if not isinstance(backend, LogFileSource):

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from raydeck.core.models import EndpointState
 from raydeck.db.models import ClusterRow, EndpointRow
 from raydeck.server.reconcilers.loop import ReconcileLoop
+from raydeck.server.services.clusters import ray_token
 from raydeck.server.state import ServerState
 
 __all__ = ["STATS_TIMEOUT_SECONDS", "ServeStatsPoller"]
@@ -58,15 +59,21 @@ class ServeStatsPoller:
     def _targets(self) -> tuple[list[_Target], set[str]]:
         with self.state.db.session() as session:
             rows = session.execute(
-                select(EndpointRow, ClusterRow.ray_auth_token).join(
+                select(EndpointRow, ClusterRow).join(
                     ClusterRow, ClusterRow.id == EndpointRow.cluster_id
                 )
             ).all()
             existing = set(session.scalars(select(EndpointRow.id)))
         targets = [
-            _Target(row.id, row.project, row.name, f"{row.predict_url}/stats", token)
-            for row, token in rows
-            if row.state == EndpointState.READY.value and row.predict_url and token
+            _Target(
+                row.id,
+                row.project,
+                row.name,
+                f"{row.predict_url}/stats",
+                ray_token(self.state.settings, cluster),
+            )
+            for row, cluster in rows
+            if row.state == EndpointState.READY.value and row.predict_url
         ]
         return targets, existing
 

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from raydeck.backends.ray_api import RayJobInfo
 from raydeck.core.errors import AlreadyExistsError, NotFoundError, RaydeckError, UnavailableError
 from raydeck.core.models import JobSubmit
+from raydeck.core.models.limits import stored_data
 from raydeck.core.models.training import CustomJobSpec, TrainingState
 from raydeck.db.models import ClusterRow, TrainingJobRow, utcnow
 from raydeck.runtime.training.spec import RunSpec
@@ -35,7 +36,7 @@ from raydeck.server.reconcilers.loop import ReconcileLoop
 from raydeck.server.services import job_tokens, tuning_jobs
 from raydeck.server.services import jobs as job_service
 from raydeck.server.services import training_runs as runs
-from raydeck.server.services.clusters import ACTIVE_STATES
+from raydeck.server.services.clusters import ACTIVE_STATES, ray_token
 from raydeck.server.services.jobs import ClusterTarget
 from raydeck.server.state import ServerState
 
@@ -74,7 +75,10 @@ def _submission_id(job_id: str, kind: str, attempt: int) -> str:
 
 
 def _job_spec(kind: str, spec: dict[str, Any]) -> CustomJobSpec:
-    return CustomJobSpec.model_validate(spec["job_spec" if kind == "custom" else "trial_job_spec"])
+    with stored_data():
+        return CustomJobSpec.model_validate(
+            spec["job_spec" if kind == "custom" else "trial_job_spec"]
+        )
 
 
 class TrainingReconciler:
@@ -117,7 +121,11 @@ class TrainingReconciler:
             row.state_reason = f"waiting for cluster {cluster.name!r} ({cluster.state})"
             return None
         target = ClusterTarget(  # its Ray job is recorded in the cluster's (= run's) project
-            cluster.id, cluster.name, cluster.dashboard_url, cluster.ray_auth_token, cluster.project
+            cluster.id,
+            cluster.name,
+            cluster.dashboard_url,
+            ray_token(self.state.settings, cluster),
+            cluster.project,
         )
         timeout = _job_spec(row.kind, row.spec).scheduling.timeout_seconds
         timed_out = bool(
@@ -204,7 +212,9 @@ class TrainingReconciler:
                     adopted = False
                 if not adopted:
                     entrypoint = await asyncio.to_thread(self._files, work, submission_id)
-                    secret = await asyncio.to_thread(self._token, work.target, submission_id)
+                    secret = await asyncio.to_thread(
+                        self._token, work.target, submission_id, work.spec.get("submitted_by")
+                    )
                     runtime_env = job_tokens.job_runtime_env(
                         None, self.state.settings, secret, work.target.project
                     )
@@ -226,9 +236,9 @@ class TrainingReconciler:
         request = JobSubmit(entrypoint=f"raydeck {work.kind} job {work.job_id}", metadata=metadata)
         await asyncio.to_thread(self._submitted, work, submission_id, request)
 
-    def _token(self, target: ClusterTarget, submission_id: str) -> str:
+    def _token(self, target: ClusterTarget, submission_id: str, submitter: str | None) -> str:
         with self.state.db.session() as session:
-            return job_tokens.issue_job_token(session, target.cluster_id, submission_id)
+            return job_tokens.issue_job_token(session, target.cluster_id, submission_id, submitter)
 
     def _submitted(self, work: _Work, submission_id: str, request: JobSubmit) -> None:
         try:

@@ -86,7 +86,9 @@ class PipelineReconciler:
             reason = f"the training job left no model in AIP_MODEL_DIR ({model_dir})"
             outcome = (S.FAILED, reason, None, None)
         else:
-            store = ArtifactStore.from_settings(self.state.settings)
+            # The job's own AIP_MODEL_DIR: a server-chosen directory, or a base_output_dir
+            # checked against the project's areas when the job was created.
+            store = ArtifactStore.from_settings(self.state.settings, user_project=None)
             try:
                 version = await asyncio.to_thread(
                     upload_model, self.state.db, store, request, project=project

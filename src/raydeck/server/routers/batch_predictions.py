@@ -27,7 +27,7 @@ def create_batch_prediction(
     caller: Annotated[Principal, Depends(require("batch_predictions.create"))],
 ) -> BatchPredictionJob:
     """Checked and stored QUEUED at once; the server then runs it as a Ray job on the cluster."""
-    return service.create_batch_prediction(state, body, caller.project)
+    return service.create_batch_prediction(state, body, caller.project, caller.account)
 
 
 @router.get("")

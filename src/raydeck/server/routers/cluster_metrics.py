@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/v1/clusters/{name}/rayMetrics", tags=["operation
 def _targets(state: ServerState, name: str, project: str) -> tuple[list[MetricsTarget], str]:
     with state.db.session() as session:
         row = cluster_service.get_cluster_row(session, name, project)
-        spec, backend_kind = cluster_service.backend_spec(row), row.backend
+        spec, backend_kind = cluster_service.backend_spec(row, state.settings), row.backend
     backend = state.backend(backend_kind)
     if not isinstance(backend, MetricsSource):
         raise FailedPreconditionError(

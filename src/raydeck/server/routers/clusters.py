@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from raydeck.backends.base import SpecValidator
 from raydeck.core.models import Cluster, ClusterCreate, ClusterState, ClusterUpdate, Page
 from raydeck.server.auth import Principal, require
 from raydeck.server.routers.common import DbSession, PageSize, PageToken, State
@@ -24,14 +23,14 @@ def create_cluster(
     caller: Annotated[Principal, Depends(require("clusters.create"))],
 ) -> Cluster:
     backend = body.backend or state.settings.default_backend
-    driver = state.backend(backend)  # 400 for an unknown backend before anything is stored
     return service.create_cluster(
         session,
         body,
         backend=backend,
         ray_version=RAY_VERSION,
+        capacity=state.backend(backend),  # 400 for an unknown backend before anything is stored
+        settings=state.settings,
         project=caller.project,
-        validator=driver if isinstance(driver, SpecValidator) else None,
     )
 
 
@@ -68,9 +67,10 @@ def update_cluster(
     name: str,
     body: ClusterUpdate,
     session: DbSession,
+    state: State,
     caller: Annotated[Principal, Depends(require("clusters.update"))],
 ) -> Cluster:
-    return service.update_cluster(session, name, body, caller.project)
+    return service.update_cluster(session, name, body, state.backend, caller.project)
 
 
 @router.delete("/{name}", status_code=202)
@@ -95,12 +95,8 @@ def repair_cluster(
 def cluster_credentials(
     name: str,
     session: DbSession,
+    state: State,
     caller: Annotated[Principal, Depends(require("clusters.connect"))],
 ) -> dict[str, str | None]:
     """What a Ray client needs to connect: address plus the cluster's Ray auth token."""
-    row = service.get_cluster_row(session, name, caller.project)
-    return {
-        "ray_client_address": row.ray_client_address,
-        "ray_auth_token": row.ray_auth_token,
-        "dashboard_url": row.dashboard_url,
-    }
+    return service.cluster_credentials(session, state.settings, name, caller.project)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
+from raydeck.core.models.limits import capped
 from raydeck.server.state import ServerState, get_state
 
 __all__ = ["DbSession", "PageSize", "PageToken", "State"]
@@ -26,5 +27,5 @@ def _session(
 # scope="function": commit before the response is sent, so a 2xx means "stored".
 DbSession = Annotated[Session, Depends(_session, scope="function")]
 State = Annotated[ServerState, Depends(get_state)]
-PageSize = Annotated[int, Query(ge=1, le=1000)]
+PageSize = Annotated[int, Query(ge=1), capped("max_page_size")]
 PageToken = Annotated[str | None, Query()]

@@ -33,7 +33,9 @@ def create_custom_job(
     caller: Annotated[Principal, Depends(require("custom_jobs.create"))],
 ) -> CustomJob:
     """Stored QUEUED at once (with its ephemeral cluster when ``cluster`` is left out)."""
-    return service.create_custom_job(state, session, body, project=caller.project)
+    return service.create_custom_job(
+        state, session, body, project=caller.project, submitter=caller.account
+    )
 
 
 @router.get("")

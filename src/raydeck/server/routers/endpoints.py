@@ -178,6 +178,7 @@ def _register_data_plane_route(action: str) -> None:
         caller: Annotated[Principal, Depends(require("endpoints.predict"))],
         body: dict[str, Any] | list[Any] | None = None,
     ) -> Response:
+        service.check_relay_body(action, body)
         return await _data_plane(state, endpoint, caller.project, action, request)
 
     router.add_api_route(

@@ -53,14 +53,17 @@ def revoke_join_token(
 
 
 def _join_token(request: Request, session: DbSession) -> JoinTokenRow:
+    """Joining takes a join token (never an API token): the token is the permission."""
     setattr(request.state, PERMISSION_KEY, "hosts.join")
     return service.check_join_token(session, bearer_secret(request))
 
 
 def _agent_host(request: Request, session: DbSession) -> HostRow:
+    """Agent routes take a host's own credential (never an API token)."""
     # A heartbeat changes no desired state: "connect" keeps it out of the audit log.
     setattr(request.state, PERMISSION_KEY, "hosts_agent.connect")
     return service.authenticate_agent(session, bearer_secret(request))
+
 
 
 @router.post("/api/v1/hosts/join", status_code=201)
@@ -125,7 +128,7 @@ def agent_sync(
 ) -> AgentDesired:
     """A host agent's heartbeat (agent credential only): what it runs in, what it should
     run out."""
-    return service.agent_sync(session, host, body, state.settings.host_poll_interval)
+    return service.agent_sync(session, host, body, state.settings)
 
 
 @router.post("/api/v1/agent/logs")

@@ -24,7 +24,7 @@ async def submit_job(
     state: State,
     caller: Annotated[Principal, Depends(require("jobs.submit"))],
 ) -> Job:
-    return await service.submit_job(state, cluster, body, caller.project)
+    return await service.submit_job(state, cluster, body, caller.project, caller.account)
 
 
 @router.get("/jobs")

@@ -32,7 +32,7 @@ def upload_model(
     body: ModelUpload, state: State, caller: Annotated[Principal, Depends(require("models.upload"))]
 ) -> ModelVersion:
     """Register a version from ``artifact_uri``, copied into the registry by the server."""
-    store = ArtifactStore.from_settings(state.settings)
+    store = ArtifactStore.from_settings(state.settings, user_project=caller.project)
     return uploads.upload_model(state.db, store, body, project=caller.project)
 
 
@@ -45,7 +45,7 @@ def upload_model_archive(
 ) -> ModelVersion:
     """Register a version from an uploaded ``.tar.gz`` (for clients on other machines)."""
     request = uploads.parse_upload_metadata(metadata)
-    store = ArtifactStore.from_settings(state.settings)
+    store = ArtifactStore.from_settings(state.settings, user_project=caller.project)
     return uploads.upload_model(
         state.db, store, request, archive=artifact.file, project=caller.project
     )
@@ -94,7 +94,7 @@ def delete_model(
     model: str, state: State, caller: Annotated[Principal, Depends(require("models.delete"))]
 ) -> Model:
     """Delete every version and its artifacts; refused while any version is deployed."""
-    store = ArtifactStore.from_settings(state.settings)
+    store = ArtifactStore.from_settings(state.settings, user_project=caller.project)
     return service.delete_model(state.db, store, model, caller.project)
 
 
@@ -161,5 +161,5 @@ def delete_version(
     caller: Annotated[Principal, Depends(require("models.delete"))],
 ) -> ModelVersion:
     """Delete one version and its artifact; refused while deployed or while it is the default."""
-    store = ArtifactStore.from_settings(state.settings)
+    store = ArtifactStore.from_settings(state.settings, user_project=caller.project)
     return service.delete_version(state.db, store, model, version, caller.project)

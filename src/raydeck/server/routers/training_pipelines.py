@@ -26,7 +26,9 @@ def create_pipeline(
     caller: Annotated[Principal, Depends(require("training_pipelines.create"))],
 ) -> TrainingPipeline:
     """Stored with its training job (QUEUED); the model is uploaded when the job succeeds."""
-    return service.create_pipeline(state, session, body, project=caller.project)
+    return service.create_pipeline(
+        state, session, body, project=caller.project, submitter=caller.account
+    )
 
 
 @router.get("")

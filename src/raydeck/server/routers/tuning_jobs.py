@@ -48,7 +48,9 @@ def create_tuning_job(
     session: DbSession,
     caller: Annotated[Principal, Depends(require("tuning_jobs.create"))],
 ) -> HyperparameterTuningJob:
-    return service.create_tuning_job(state, session, body, project=caller.project)
+    return service.create_tuning_job(
+        state, session, body, project=caller.project, submitter=caller.account
+    )
 
 
 @router.get("")

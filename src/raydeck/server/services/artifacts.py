@@ -3,6 +3,9 @@ path, an fsspec URI or an uploaded .tar.gz), then move it to its final place in 
 
 Staging lives under ``RAYDECK_HOME`` so that, for the default local store, the final step is
 a rename; a failed request leaves nothing behind but an emptied staging directory.
+
+A store made for a user's request (``user_project``) reads only sources that project may
+name (``uri_policy``: its own area or admin-allowlisted roots, public http(s) addresses).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from raydeck.core.errors import InvalidArgumentError
 from raydeck.core.settings import Settings
@@ -28,6 +31,8 @@ from raydeck.runtime.artifacts import (
     put_tree,
     remove_tree,
 )
+from raydeck.server.services import uri_policy
+from raydeck.server.services.model_artifacts import ArtifactLimits, TarLimiter
 
 __all__ = ["ArtifactStore"]
 
@@ -41,13 +46,31 @@ def _is_tarball(name: str) -> bool:
 
 
 class ArtifactStore:
-    def __init__(self, root: str, staging_root: Path) -> None:
+    def __init__(
+        self,
+        root: str,
+        staging_root: Path,
+        limits: ArtifactLimits | None = None,
+        *,
+        settings: Settings | None = None,
+        user_project: str | None = None,
+    ) -> None:
         self.root = root.rstrip("/")
         self.staging_root = staging_root
+        self.limits = limits or ArtifactLimits()
+        self.settings, self.user_project = settings, user_project
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ArtifactStore:
-        return cls(settings.artifact_root, settings.home / "artifacts" / ".staging")
+    def from_settings(cls, settings: Settings, *, user_project: str | None) -> ArtifactStore:
+        """``user_project``: the project of the user naming sources (checked with
+        ``uri_policy``); None only for sources the server made itself (pipeline outputs)."""
+        return cls(
+            settings.artifact_root,
+            settings.home / "artifacts" / ".staging",
+            ArtifactLimits.from_settings(settings),
+            settings=settings,
+            user_project=user_project,
+        )
 
     def model_uri(self, model_id: str) -> str:
         return f"{self.root}/models/{model_id}"
@@ -66,6 +89,13 @@ class ArtifactStore:
 
     def stage_uri(self, uri: str, dest: Path) -> None:
         """Copy the directory (or .tar.gz) at ``uri`` into ``dest``; 400 naming artifact_uri."""
+        if self.settings is not None and self.user_project is not None:
+            uri = uri_policy.check_location(
+                self.settings, self.user_project, uri, field="artifact_uri"
+            )
+            if uri.split("://", 1)[0].lower() in ("http", "https"):
+                self._stage_url(self.settings, uri, dest)
+                return
         if is_local(uri):
             self._stage_local(local_path(uri), uri, dest)
             return
@@ -87,6 +117,13 @@ class ArtifactStore:
                 f"cannot read artifact_uri {uri!r}: {exc}", field="artifact_uri"
             ) from exc
 
+    def _stage_url(self, settings: Settings, url: str, dest: Path) -> None:
+        """An http(s) artifact is a .tar.gz, fetched from the address the policy checked."""
+        with tempfile.TemporaryFile(dir=self.staging_root) as archive:
+            uri_policy.fetch_url(settings, url, archive, field="artifact_uri")
+            archive.seek(0)
+            self.stage_tarball(archive, dest, field="artifact_uri")
+
     def _stage_local(self, path: Path, uri: str, dest: Path) -> None:
         if not path.is_absolute():
             raise InvalidArgumentError(
@@ -94,8 +131,8 @@ class ArtifactStore:
                 "to send a local directory, upload it (the SDK and CLI do this for you)",
                 field="artifact_uri",
             )
-        if path.is_dir():
-            shutil.copytree(path, dest, dirs_exist_ok=True)
+        if path.is_dir():  # links stay links: the artifact checks refuse those leaving it
+            shutil.copytree(path, dest, symlinks=True, dirs_exist_ok=True)
         elif path.is_file() and _is_tarball(path.name):
             with path.open("rb") as handle:
                 self.stage_tarball(handle, dest, field="artifact_uri")
@@ -109,8 +146,12 @@ class ArtifactStore:
     def stage_tarball(self, archive: IO[bytes], dest: Path, *, field: str = "artifact") -> None:
         try:
             with tarfile.open(fileobj=archive, mode="r:*") as tar:
-                # The "data" filter refuses absolute paths, '..' and links leaving dest.
-                tar.extractall(dest, filter="data")
+                # Every member is checked (paths, links, kinds, caps) before one is written;
+                # where Python has tarfile's "data" filter, it applies as well.
+                limiter = TarLimiter(self.limits, field)
+                members = [limiter.check(member, dest) for member in tar]
+                safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(dest, members=members, **safe)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise InvalidArgumentError(
                 f"{field} is not a readable .tar.gz archive: {exc}", field=field

@@ -13,7 +13,7 @@ from raydeck.core.models.common import Page
 from raydeck.db.models import AuditRow, utcnow
 from raydeck.server.services.paging import fetch_page
 
-__all__ = ["SYSTEM_ACTOR", "as_utc", "list_audit", "record_audit"]
+__all__ = ["SYSTEM_ACTOR", "as_utc", "list_audit", "record_audit", "set_attempts"]
 
 SYSTEM_ACTOR = "system"
 
@@ -36,10 +36,13 @@ def record_audit(
     token_id: str | None = None,
     detail: str | None = None,
     time: datetime | None = None,
-) -> None:
+    row_id: str | None = None,
+) -> str:
+    """The new row's id (``row_id`` if given)."""
+    row_id = row_id or new_id("aud")
     session.add(
         AuditRow(
-            id=new_id("aud"),
+            id=row_id,
             time=time or utcnow(),
             actor=actor[:128],
             token_id=token_id,
@@ -52,6 +55,15 @@ def record_audit(
             detail=detail,
         )
     )
+    return row_id
+
+
+def set_attempts(session: Session, row_id: str, count: int) -> None:
+    """An aggregated row of unauthenticated attempts: how many its window has seen."""
+    row = session.get(AuditRow, row_id)
+    if row is not None and row.detail:
+        source = row.detail.split(":", 1)[0]
+        row.detail = f"{source}: {count} attempt{'s' if count != 1 else ''}"
 
 
 def _to_model(row: AuditRow) -> AuditEntry:

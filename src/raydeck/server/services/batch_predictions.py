@@ -46,6 +46,7 @@ from raydeck.core.models.batch_predictions import (
 from raydeck.core.models.registry import ModelVersion
 from raydeck.core.models.warehouse import TableInfo
 from raydeck.db.models import BatchPredictionJobRow, utcnow
+from raydeck.runtime.artifacts import is_local
 from raydeck.runtime.batch_files import (
     expand_input_uris,
     file_columns,
@@ -56,6 +57,7 @@ from raydeck.runtime.batch_files import (
 from raydeck.runtime.predictors import predictor_class
 from raydeck.server.services import connections as connection_service
 from raydeck.server.services import jobs as job_service
+from raydeck.server.services import uri_policy
 from raydeck.server.services.models import resolve_version
 from raydeck.server.services.paging import fetch_page
 from raydeck.server.state import ServerState
@@ -161,9 +163,22 @@ def _check_parameters(framework: str, parameters: dict[str, object] | None) -> N
         predictor_class(framework)().check_parameters(parameters)  # 400 parameters.<name>
 
 
-def _check_input(request: BatchPredictionJobCreate) -> BatchInputFormat:
+def _check_locations(state: ServerState, request: BatchPredictionJobCreate, project: str) -> None:
+    """Only paths and URLs the project may name (``uri_policy``), before any is opened."""
+    for i, uri in enumerate(request.input.uris or []):
+        uri_policy.check_location(state.settings, project, uri, field=f"input.uris[{i}]")
+    if request.output.uri is not None:
+        uri_policy.check_location(state.settings, project, request.output.uri, field="output.uri")
+
+
+def _check_input(
+    state: ServerState, request: BatchPredictionJobCreate, project: str
+) -> BatchInputFormat:
     assert request.input.uris is not None
     files = expand_input_uris(request.input.uris)
+    for path in files:  # what a directory or glob expanded to, symlinks included
+        if is_local(path):
+            uri_policy.check_local_path(state.settings, project, path, field="input.uris")
     fmt = request.input.format or infer_format(files)
     wanted = request.input.feature_columns
     if wanted and fmt is not BatchInputFormat.JSONL:
@@ -268,7 +283,10 @@ def _check_output_free(session: Session, request: BatchPredictionJobCreate) -> N
 
 
 def create_batch_prediction(
-    state: ServerState, request: BatchPredictionJobCreate, project: str = "default"
+    state: ServerState,
+    request: BatchPredictionJobCreate,
+    project: str = "default",
+    submitter: str | None = None,
 ) -> BatchPredictionJob:
     """Model and cluster must both be of ``project``; the job then belongs to it too."""
     with state.db.session() as session:
@@ -277,10 +295,11 @@ def create_batch_prediction(
     _check_parameters(version.framework.value, request.parameters)
     source: TableInfo | None = None
     fmt: BatchInputFormat | None = None
+    _check_locations(state, request, project)
     if request.input.table is not None:
         source = _check_table_input(state, request, project)
     else:
-        fmt = _check_input(request)
+        fmt = _check_input(state, request, project)
     if request.output.table is not None:
         _check_table_output(state, request, source, project)
     else:
@@ -295,6 +314,7 @@ def create_batch_prediction(
         framework=version.framework.value,
         artifact_uri=version.artifact_uri,
         model_version=version.ref,
+        submitted_by=submitter,  # whom the job's token acts for
     )
     with state.db.session() as session:
         _check_output_free(session, request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,9 +19,19 @@ __all__ = [
     "delete_budget",
     "get_budget",
     "list_budget_rows",
+    "masked_webhook",
     "set_budget",
     "to_model",
 ]
+
+
+def masked_webhook(url: str | None) -> str | None:
+    """Only scheme and host: a webhook URL's path and query are often its secret, and a
+    budget is readable by everyone with ``budgets.get``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
 
 
 def to_model(session: Session, row: BudgetRow, currency: str) -> Budget:
@@ -29,7 +40,7 @@ def to_model(session: Session, row: BudgetRow, currency: str) -> Budget:
         currency=currency,
         alert_amount=row.alert_amount,
         limit_amount=row.limit_amount,
-        webhook_url=row.webhook_url,
+        webhook_url=masked_webhook(row.webhook_url),
         since=row.since,
         spent=round(spent_since(session, row.project, row.since), 6),
         alerted_at=row.alerted_at,

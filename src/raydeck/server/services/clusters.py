@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from raydeck.backends.base import ClusterSpec, PoolSpec, SpecValidator
+from raydeck.backends.base import ClusterBackend, ClusterSpec, PoolSpec
 from raydeck.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -28,19 +29,26 @@ from raydeck.core.models import (
     WorkerPoolSpec,
     WorkerPoolStatus,
 )
+from raydeck.core.models.limits import stored_data
+from raydeck.core.settings import Settings
 from raydeck.db.models import ClusterRow
+from raydeck.server.secret_box import secret_box
 from raydeck.server.services.budgets import check_budget_allows
 from raydeck.server.services.paging import fetch_page
 
 __all__ = [
     "ACTIVE_STATES",
     "backend_spec",
+    "check_capacity",
+    "cluster_credentials",
     "create_cluster",
     "delete_cluster",
     "get_cluster",
     "get_cluster_row",
     "list_clusters",
+    "ray_token",
     "repair_cluster",
+    "teardown_spec",
     "to_model",
     "update_cluster",
 ]
@@ -50,6 +58,11 @@ ACTIVE_STATES = frozenset({ClusterState.RUNNING.value, ClusterState.UPDATING.val
 
 
 def to_model(row: ClusterRow) -> Cluster:
+    with stored_data():  # a row stored before a cap was lowered stays readable
+        return _to_model(row)
+
+
+def _to_model(row: ClusterRow) -> Cluster:
     spec = row.spec
     current = spec.get("current_replicas", {})
     return Cluster(
@@ -80,10 +93,28 @@ def to_model(row: ClusterRow) -> Cluster:
     )
 
 
-def backend_spec(row: ClusterRow) -> ClusterSpec:
+def ray_token(settings: Settings, row: ClusterRow) -> str:
+    """The cluster's Ray auth token (stored encrypted with the server's secret key)."""
+    return secret_box(settings.secret_key_path).decrypt(row.ray_auth_token_ciphertext)
+
+
+def cluster_credentials(
+    session: Session, settings: Settings, name: str, project: str
+) -> dict[str, str | None]:
+    """What a Ray client needs to connect: address plus the cluster's Ray auth token."""
+    row = get_cluster_row(session, name, project)
+    return {
+        "ray_client_address": row.ray_client_address,
+        "ray_auth_token": ray_token(settings, row),
+        "dashboard_url": row.dashboard_url,
+    }
+
+
+def backend_spec(row: ClusterRow, settings: Settings) -> ClusterSpec:
     """What the backend must make real for this row."""
-    head = HeadNodeSpec.model_validate(row.spec["head"])
-    pools = [WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]]
+    with stored_data():
+        head = HeadNodeSpec.model_validate(row.spec["head"])
+        pools = [WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]]
     return ClusterSpec(
         cluster_id=row.id,
         name=row.name,
@@ -111,8 +142,20 @@ def backend_spec(row: ClusterRow) -> ClusterSpec:
             )
             for p in pools
         ),
-        ray_auth_token=row.ray_auth_token,
+        ray_auth_token=ray_token(settings, row),
         env={k: str(v) for k, v in (row.spec.get("runtime_env") or {}).get("env_vars", {}).items()},
+    )
+
+
+def teardown_spec(row: ClusterRow, settings: Settings) -> ClusterSpec:
+    """Enough to delete the cluster of any row, even one whose stored spec no longer
+    validates: deleting never depends on what the cluster was meant to be."""
+    return ClusterSpec(
+        cluster_id=row.id,
+        name=row.name,
+        head=PoolSpec(name="head", replicas=1),
+        worker_pools=(),
+        ray_auth_token=ray_token(settings, row),
     )
 
 
@@ -129,17 +172,48 @@ def get_cluster(session: Session, name: str, project: str = "default") -> Cluste
     return to_model(get_cluster_row(session, name, project))
 
 
+def check_capacity(
+    backend: ClusterBackend, head: HeadNodeSpec, pools: Sequence[WorkerPoolSpec]
+) -> None:
+    """400 naming the field when the backend's hosts could never hold this shape, each pool
+    at its largest (``max_replica_count`` when it autoscales)."""
+    backend.check_capacity(
+        ClusterSpec(
+            cluster_id="capacity-check",
+            name="capacity-check",
+            head=_pool_spec("head", head, 1),
+            worker_pools=tuple(_pool_spec(p.name, p, p.max_replicas) for p in pools),
+            ray_auth_token="",
+        )
+    )
+
+
+def _pool_spec(name: str, pool: HeadNodeSpec | WorkerPoolSpec, replicas: int) -> PoolSpec:
+    return PoolSpec(
+        name=name,
+        replicas=replicas,
+        num_cpus=pool.num_cpus,
+        num_gpus=pool.num_gpus,
+        memory=pool.memory,
+        resources=dict(pool.resources),
+        placement=pool.placement if isinstance(pool, WorkerPoolSpec) else "pack",
+        hosts=tuple(pool.hosts),
+        host_labels=dict(pool.host_labels),
+    )
+
+
 def create_cluster(
     session: Session,
     request: ClusterCreate,
     *,
     backend: str,
     ray_version: str,
+    capacity: ClusterBackend,
+    settings: Settings,
     project: str = "default",
-    validator: SpecValidator | None = None,
 ) -> Cluster:
-    """``validator``: the backend's create-time check (a 4xx, nothing stored, when the spec
-    could never run on it)."""
+    """``capacity``: the backend named by ``backend``, asked whether its hosts fit."""
+    check_capacity(capacity, request.head, request.worker_pools)
     check_budget_allows(session, project, "creating clusters")
     if request.ray_version is not None and request.ray_version != ray_version:
         raise InvalidArgumentError(
@@ -167,15 +241,15 @@ def create_cluster(
         ray_version=ray_version,
         spec=spec,
         labels=dict(request.labels),
-        ray_auth_token=secrets.token_hex(32),
+        ray_auth_token_ciphertext=secret_box(settings.secret_key_path).encrypt(
+            secrets.token_hex(32)
+        ),
     )
     session.add(row)
     try:
         session.flush()
     except IntegrityError as exc:  # lost a race with a concurrent create of the same name
         raise AlreadyExistsError(f"cluster {request.name!r} already exists", field="name") from exc
-    if validator is not None:
-        validator.check_spec(backend_spec(row))  # raising rolls the row back
     return to_model(row)
 
 
@@ -201,8 +275,13 @@ def list_clusters(
 
 
 def update_cluster(
-    session: Session, name: str, request: ClusterUpdate, project: str = "default"
+    session: Session,
+    name: str,
+    request: ClusterUpdate,
+    backends: Callable[[str], ClusterBackend],
+    project: str = "default",
 ) -> Cluster:
+    """``backends``: looks a backend up by kind (the row's, asked whether its hosts fit)."""
     row = get_cluster_row(session, name, project)
     if row.state not in {*ACTIVE_STATES, ClusterState.PROVISIONING.value}:
         raise FailedPreconditionError(
@@ -226,6 +305,10 @@ def update_cluster(
             pools[change.name] = WorkerPoolSpec.model_validate(merged).model_dump(mode="json")
         except ValueError as exc:
             raise InvalidArgumentError(_first_error(exc), field=field) from exc
+    with stored_data():
+        head = HeadNodeSpec.model_validate(row.spec["head"])
+        resized = [WorkerPoolSpec.model_validate(p) for p in pools.values()]
+    check_capacity(backends(row.backend), head, resized)
     row.spec = {**row.spec, "worker_pools": list(pools.values())}
     row.generation += 1
     if row.state == ClusterState.RUNNING.value:

@@ -7,7 +7,6 @@ warehouse answers.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +33,9 @@ from raydeck.core.models.warehouse import (
 from raydeck.core.settings import Settings
 from raydeck.db.models import ConnectionRow
 from raydeck.db.session import Database
-from raydeck.server.secret_box import SecretBox
+from raydeck.server.secret_box import secret_box
 from raydeck.server.services.paging import fetch_page
+from raydeck.server.services.uri_policy import check_connection, project_warehouse_dir
 
 if TYPE_CHECKING:
     from raydeck.data.base import Warehouse
@@ -66,11 +66,6 @@ _CONFIG_FIELDS = (
     "api_endpoint",
     "secret_env",
 )
-
-
-@lru_cache(maxsize=4)
-def secret_box(key_path: Path) -> SecretBox:
-    return SecretBox.from_key_file(key_path)
 
 
 def to_model(row: ConnectionRow) -> Connection:
@@ -134,21 +129,19 @@ def _config(
 ) -> tuple[dict[str, Any], str | None]:
     secret = request.secret.get_secret_value() if request.secret is not None else None
     config: dict[str, Any] = {"secret_env": request.secret_env}
+    own = project_warehouse_dir(settings, project)  # relative paths and roots go there
     if request.kind is ConnectionKind.DUCKDB:
         path = Path(request.path) if request.path else Path(f"{request.name}.duckdb")
-        if not path.is_absolute():  # relative paths live in the (project's) warehouse directory
-            root = settings.warehouse_root
-            # Outside "default", a directory per project: same names never share a file.
-            path = (root if project == "default" else root / "projects" / project) / path
-        config["path"] = str(path)
+        config["path"] = str(path if path.is_absolute() else own / path)
     elif request.kind is ConnectionKind.SQL:
         assert request.url is not None  # the model requires it for this kind
         config["url"], secret = _sql_url(request.url, secret)
     elif request.kind is ConnectionKind.FILES:
         assert request.root is not None
-        if "://" not in request.root and not Path(request.root).is_absolute():
-            raise InvalidArgumentError("root must be an absolute path or a URI", field="root")
-        config["root"] = request.root.rstrip("/") or "/"
+        root = request.root
+        if "://" not in root and not Path(root).is_absolute():
+            root = str(own / root)
+        config["root"] = root.rstrip("/") or "/"
         config["format"] = (request.format or FileFormat.PARQUET).value
     else:
         config.update(
@@ -166,6 +159,13 @@ def create_connection(
     if session.scalar(taken):
         raise AlreadyExistsError(f"connection {request.name!r} already exists", field="name")
     config, secret = _config(settings, request, project)
+    # Only what this project may open (paths confined, hosts public unless allowed): 4xx here.
+    check_connection(
+        settings,
+        project,
+        ResolvedConnection(name=request.name, kind=request.kind, secret=secret, **config),
+        opening=False,
+    )
     row = ConnectionRow(
         id=new_id("conn"),
         project=project,
@@ -221,6 +221,8 @@ def update_connection(
         row.secret_ciphertext = None
         row.config = {**row.config, "secret_env": request.secret_env}
     session.flush()
+    resolved = resolve_connection(session, settings, row.id, project)
+    check_connection(settings, project, resolved, opening=False)
     return to_model(row)
 
 
@@ -249,10 +251,12 @@ def resolve_connection(
 def _warehouse(db: Database, settings: Settings, ref: str, project: str) -> Warehouse:
     with db.session() as session:
         resolved = resolve_connection(session, settings, ref, project)
+    # Checked again now (a symlink made since must not get through), and opened as checked.
+    resolved = check_connection(settings, project, resolved)
     # Imported on first browse: Ray Data, DuckDB and pyarrow stay out of server start-up.
     from raydeck.data.registry import open_warehouse
 
-    return open_warehouse(resolved)
+    return open_warehouse(resolved, server_side=True)
 
 
 def list_datasets(db: Database, settings: Settings, ref: str, project: str) -> list[DatasetInfo]:

@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from raydeck.core.ids import new_id
 from raydeck.core.models import Page
+from raydeck.core.models.limits import stored_data
 from raydeck.core.models.training import (
     CustomJob,
     CustomJobCreate,
@@ -16,6 +17,7 @@ from raydeck.core.models.training import (
 from raydeck.db.models import TrainingJobRow
 from raydeck.runtime.training.spec import replica_name
 from raydeck.server.services import training_runs as runs
+from raydeck.server.services import uri_policy
 from raydeck.server.state import ServerState
 
 __all__ = ["create_custom_job", "get_custom_job", "list_custom_jobs", "to_model"]
@@ -38,7 +40,8 @@ def replicas_of(spec: CustomJobSpec, output_dir: str) -> list[ReplicaSpec]:
 
 
 def to_model(row: TrainingJobRow) -> CustomJob:
-    job_spec = CustomJobSpec.model_validate(row.spec["job_spec"])
+    with stored_data():
+        job_spec = CustomJobSpec.model_validate(row.spec["job_spec"])
     output_dir = row.spec["base_output_dir"]
     return CustomJob(
         id=row.id,
@@ -70,10 +73,15 @@ def create_custom_job(
     *,
     project: str,
     pipeline_id: str | None = None,
+    submitter: str | None = None,
 ) -> CustomJob:
     """In ``project``, on a cluster of that project (or an ephemeral one made there)."""
     job_id = new_id("cj")
     spec = CustomJobSpec.model_validate(request.model_dump(include=set(CustomJobSpec.model_fields)))
+    if spec.base_output_dir:  # read back by the server (status, artifacts): the project's own
+        uri_policy.check_location(
+            state.settings, project, spec.base_output_dir, field="base_output_dir"
+        )
     output_dir = spec.base_output_dir or runs.default_output_dir(state, job_id)
     row = TrainingJobRow(
         id=job_id,
@@ -81,7 +89,11 @@ def create_custom_job(
         project=project,
         display_name=request.display_name or job_id,
         state=TrainingState.QUEUED.value,
-        spec={"job_spec": spec.model_dump(mode="json"), "base_output_dir": output_dir},
+        spec={
+            "job_spec": spec.model_dump(mode="json"),
+            "base_output_dir": output_dir,
+            "submitted_by": submitter,  # whom the job's token acts for
+        },
         labels=dict(request.labels),
         attempt=0,
         pipeline_id=pipeline_id,

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from raydeck.core.errors import (
     AlreadyExistsError,
@@ -31,12 +32,14 @@ from raydeck.core.models import (
     EndpointUpdate,
     Page,
 )
+from raydeck.core.models.limits import cap_value
 from raydeck.db.models import EndpointRow, utcnow
 from raydeck.server.services.clusters import get_cluster_row
 from raydeck.server.services.models import resolve_version
 from raydeck.server.services.paging import fetch_page
 
 __all__ = [
+    "check_relay_body",
     "create_endpoint",
     "delete_endpoint",
     "deploy_model",
@@ -48,6 +51,7 @@ __all__ = [
     "to_model",
     "undeploy_model",
     "update_endpoint",
+    "without_failed_models",
 ]
 
 
@@ -163,6 +167,9 @@ def _mark_changed(row: EndpointRow, spec: dict[str, Any]) -> None:
     row.state_reason = None
     if row.state != EndpointState.CREATING.value:
         row.state = EndpointState.UPDATING.value
+    # Written even when unchanged: the reconciler may have recorded READY since this row was
+    # read, and the new generation must be pending whatever it wrote.
+    flag_modified(row, "state")
 
 
 def _require_changeable(row: EndpointRow) -> None:
@@ -225,6 +232,28 @@ def undeploy_model(
     return to_model(row)
 
 
+def without_failed_models(
+    spec: dict[str, Any], errors: dict[str, str]
+) -> tuple[dict[str, Any], str]:
+    """Roll back deployed models that failed to load on the cluster (``errors``: deployed
+    model id → the load error): (the spec without them, the reason). The others keep their
+    share of traffic and keep serving; the endpoint reconciler stores the spec with a new
+    generation and the reason in ``state_reason`` (pending), and records the endpoint FAILED
+    with it once the rest is deployed."""
+    models = spec["deployed_models"]
+    failed = [m for m in models if m["id"] in errors]
+    remaining = [m for m in models if m["id"] not in errors]
+    split = {k: v for k, v in spec["traffic_split"].items() if k not in errors}
+    if remaining and sum(split.values()) != 100:
+        split = rebalance(split, None, None)
+    reason = "; ".join(
+        f"deployed model {m['id']} ({m['model']}@{m['version_id']}) failed to load on the "
+        f"cluster and was undeployed: {errors[m['id']]}"
+        for m in failed
+    )
+    return {**spec, "deployed_models": remaining, "traffic_split": split}, reason[:2000]
+
+
 def _check_split(split: dict[str, int], deployed: set[str]) -> None:
     unknown = sorted(set(split) - deployed)
     if unknown:
@@ -265,6 +294,21 @@ def delete_endpoint(session: Session, ref: str, project: str = "default") -> End
         row.state = EndpointState.DELETING.value
         row.generation += 1
     return to_model(row)
+
+
+def check_relay_body(action: str, body: Any) -> None:
+    """A relayed predict/explain holds at most RAYDECK_MAX_PREDICT_INSTANCES instances
+    (rawPredict bodies are the model's own: only the byte limit applies)."""
+    if action == "rawPredict" or not isinstance(body, dict):
+        return
+    instances = body.get("instances")
+    cap = cap_value("max_predict_instances")
+    if isinstance(instances, list) and len(instances) > cap:
+        raise InvalidArgumentError(
+            f"instances: at most {cap} items allowed (RAYDECK_MAX_PREDICT_INSTANCES), "
+            f"got {len(instances)}",
+            field="instances",
+        )
 
 
 def scale_to_minimum(row: EndpointRow) -> bool:

@@ -36,7 +36,9 @@ from raydeck.core.models.hosts import (
     JoinTokenCreated,
     NodeAssignment,
 )
+from raydeck.core.settings import Settings
 from raydeck.db.models import ClusterRow, HostNodeRow, HostRow, JoinTokenRow, utcnow
+from raydeck.server.services.clusters import ray_token
 from raydeck.server.services.tokens import hash_secret
 
 __all__ = [
@@ -260,8 +262,11 @@ def _touch_clusters(session: Session, host_id: str, reason: str) -> None:
 # --- agents ----------------------------------------------------------------------------
 
 
-def agent_sync(session: Session, host: HostRow, report: AgentSync, poll: float) -> AgentDesired:
-    """Record what the agent runs; answer what it should run."""
+def agent_sync(
+    session: Session, host: HostRow, report: AgentSync, settings: Settings
+) -> AgentDesired:
+    """Record what the agent runs; answer what it should run (with each cluster's Ray token,
+    which only the hosts running that cluster's nodes receive)."""
     host.last_seen_at = datetime.now(UTC)
     host.observed = {n.id: n.state.value for n in report.nodes}
     reports = {n.id: n for n in report.nodes}
@@ -305,8 +310,8 @@ def agent_sync(session: Session, host: HostRow, report: AgentSync, poll: float) 
                 num_gpus=launch.get("num_gpus", 0),
                 memory=launch.get("memory"),
                 resources=launch.get("resources") or {},
-                ray_auth_token=cluster.ray_auth_token,
+                ray_auth_token=ray_token(settings, cluster),
                 env=launch.get("env") or {},
             )
         )
-    return AgentDesired(host=host.name, nodes=nodes, poll_seconds=poll)
+    return AgentDesired(host=host.name, nodes=nodes, poll_seconds=settings.host_poll_interval)

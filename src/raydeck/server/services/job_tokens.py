@@ -3,9 +3,13 @@
 A token is made when Raydeck submits a Ray job (plain job, custom job attempt, tuning driver)
 and revoked when that job ends; only its hash is stored, like every token. The job sees it
 as ``RAYDECK_TOKEN`` next to ``RAYDECK_SERVER`` (the server's advertised URL), unless the
-submitter already set either variable. A job-scoped token acts as the service account
-``jobs-<project>`` of the cluster's project, which has the ``user`` role in that project only,
-and expires after a week at the latest, in case the revocation is ever missed.
+submitter already set either variable. A job-scoped token acts as the account that submitted
+the job, in the cluster's project only, and only for what code in a job calls
+(``JOB_PERMISSIONS``: reading connections for ``raydeck.data``, registering models, reporting
+trial metrics, reading jobs): it can never do more than its submitter can in that project,
+nor more than a job needs. Jobs whose submitter is unknown (stored before submitters were
+recorded) act as the service account ``jobs-<project>`` (``user`` in that project), narrowed
+the same way. A token expires after a week at the latest, in case the revocation is missed.
 
 Ray shows a job's runtime_env (env vars included) to anyone who can read its jobs, so
 everything Raydeck hands out about Ray jobs (its job API, the Ray Jobs proxy, job and replica
@@ -34,6 +38,7 @@ from raydeck.server.services.access import ensure_account
 from raydeck.server.services.tokens import SECRET_PREFIX, hash_secret
 
 __all__ = [
+    "JOB_PERMISSIONS",
     "JOB_TOKEN_TTL",
     "REDACTED",
     "TOKEN_ENV_VARS",
@@ -49,6 +54,24 @@ __all__ = [
 ]
 
 JOB_TOKEN_TTL = timedelta(days=7)
+# What code running in a job calls back (raydeck.data, raydeck.models, trial reporting, the
+# tuning driver, the batch predictor's table connections), and nothing else.
+JOB_PERMISSIONS: tuple[str, ...] = (
+    "connections.get",
+    "connections.list",
+    "connections.resolve",
+    "connections.query",
+    "models.get",
+    "models.list",
+    "models.upload",
+    "custom_jobs.get",
+    "custom_jobs.report",
+    "tuning_jobs.get",
+    "tuning_jobs.run",
+    "jobs.get",
+    "jobs.list",
+    "jobs.logs",
+)
 REDACTED = "<redacted>"
 TOKEN_ENV_VARS = frozenset({"RAYDECK_TOKEN"})
 # Secrets are SECRET_PREFIX + token_urlsafe(32) (43 characters); JSON never escapes those.
@@ -62,24 +85,34 @@ def job_token_name(cluster_id: str, submission_id: str) -> str:
     return f"job-{digest}"
 
 
-def issue_job_token(session: Session, cluster_id: str, submission_id: str) -> str:
-    """A new secret for this Ray job (an earlier one for the same job is revoked)."""
+def issue_job_token(
+    session: Session, cluster_id: str, submission_id: str, submitter: str | None
+) -> str:
+    """A new secret for this Ray job (an earlier one for the same job is revoked), acting
+    for ``submitter`` (an account name) in the cluster's project with ``JOB_PERMISSIONS``."""
     name = job_token_name(cluster_id, submission_id)
     revoke_job_token(session, cluster_id, submission_id)
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     cluster = session.get(ClusterRow, cluster_id)
-    account = _jobs_account(session, cluster.project if cluster is not None else "default")
+    project = cluster.project if cluster is not None else "default"
+    account = None
+    if submitter is not None:
+        account = session.scalar(select(AccountRow).where(AccountRow.name == submitter))
+    if account is None:
+        account = _jobs_account(session, project)
     session.add(
         TokenRow(
             id=new_id("tok"),
             name=name,
-            role=Role.USER.value,
+            role="job",
             account_id=account.id,
             prefix=secret[:12],
             secret_hash=hash_secret(secret),
             created_at=now,
             expires_at=now + JOB_TOKEN_TTL,
+            scope_project=project,
+            scope_permissions=list(JOB_PERMISSIONS),
         )
     )
     session.flush()

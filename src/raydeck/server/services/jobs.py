@@ -24,7 +24,7 @@ from raydeck.core.models.jobs import TERMINAL_JOB_STATES
 from raydeck.db.models import ClusterRow, JobRow
 from raydeck.server.services import job_tokens
 from raydeck.server.services.budgets import check_budget_allows
-from raydeck.server.services.clusters import ACTIVE_STATES, get_cluster_row
+from raydeck.server.services.clusters import ACTIVE_STATES, get_cluster_row, ray_token
 from raydeck.server.services.paging import fetch_page
 from raydeck.server.state import ServerState
 
@@ -77,17 +77,18 @@ def _to_model(row: JobRow) -> Job:
     )
 
 
-def _target_from_row(row: ClusterRow) -> ClusterTarget:
+def _target_from_row(state: ServerState, row: ClusterRow) -> ClusterTarget:
     if row.state not in ACTIVE_STATES or not row.dashboard_url:
         raise FailedPreconditionError(
             f"cluster {row.name!r} is {row.state}; it must be RUNNING", field="cluster"
         )
-    return ClusterTarget(row.id, row.name, row.dashboard_url, row.ray_auth_token, row.project)
+    token = ray_token(state.settings, row)
+    return ClusterTarget(row.id, row.name, row.dashboard_url, token, row.project)
 
 
 def cluster_target(state: ServerState, cluster: str, project: str = "default") -> ClusterTarget:
     with state.db.session() as session:
-        return _target_from_row(get_cluster_row(session, cluster, project))
+        return _target_from_row(state, get_cluster_row(session, cluster, project))
 
 
 def record_submission(
@@ -139,8 +140,13 @@ def check_budget(state: ServerState, project: str) -> None:
 
 
 async def submit_job(
-    state: ServerState, cluster: str, request: JobSubmit, project: str = "default"
+    state: ServerState,
+    cluster: str,
+    request: JobSubmit,
+    project: str = "default",
+    submitter: str | None = None,
 ) -> Job:
+    """``submitter``: the account the job's token acts for (narrowed to job permissions)."""
     await asyncio.to_thread(check_budget, state, project)
     target = await asyncio.to_thread(cluster_target, state, cluster, project)
     submission_id = request.submission_id or f"raydeck-{secrets.token_hex(8)}"
@@ -151,7 +157,7 @@ async def submit_job(
         )
     runtime_env = request.runtime_env
     if job_tokens.wants_job_token(runtime_env):
-        secret = await asyncio.to_thread(_issue_token, state, target, submission_id)
+        secret = await asyncio.to_thread(_issue_token, state, target, submission_id, submitter)
         runtime_env = job_tokens.job_runtime_env(
             runtime_env, state.settings, secret, target.project
         )
@@ -174,9 +180,11 @@ async def submit_job(
     return await asyncio.to_thread(record_submission, state, target, submission_id, request)
 
 
-def _issue_token(state: ServerState, target: ClusterTarget, submission_id: str) -> str:
+def _issue_token(
+    state: ServerState, target: ClusterTarget, submission_id: str, submitter: str | None
+) -> str:
     with state.db.session() as session:
-        return job_tokens.issue_job_token(session, target.cluster_id, submission_id)
+        return job_tokens.issue_job_token(session, target.cluster_id, submission_id, submitter)
 
 
 def _discard_token(state: ServerState, target: ClusterTarget, submission_id: str) -> None:
@@ -208,7 +216,7 @@ def _load(state: ServerState, job_id: str) -> tuple[Job, ClusterTarget | None]:
         cluster = session.get(ClusterRow, row.cluster_id)
         target = None
         if cluster is not None and cluster.state in ACTIVE_STATES and cluster.dashboard_url:
-            target = _target_from_row(cluster)
+            target = _target_from_row(state, cluster)
         return _to_model(row), target
 
 

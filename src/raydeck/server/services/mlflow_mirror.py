@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from raydeck.core.models.limits import stored_data
 from raydeck.core.models.training import CustomJobSpec, TrainingPoolSpec, TrainingState
 from raydeck.core.models.tuning import TrialState
 from raydeck.db.models import (
@@ -161,7 +162,8 @@ def experiment_name(job: TrainingJobRow) -> str:
 
 
 def _custom_snapshot(row: TrainingJobRow) -> RunSnapshot:
-    spec = CustomJobSpec.model_validate(row.spec["job_spec"])
+    with stored_data():
+        spec = CustomJobSpec.model_validate(row.spec["job_spec"])
     tags = {
         RUN_ID_TAG: row.id,
         "raydeck.kind": "custom_job",

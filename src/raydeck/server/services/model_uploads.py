@@ -1,7 +1,10 @@
-"""Model uploads: copy the artifact into staging, load it with its predictor, then store it.
+"""Model uploads: copy the artifact into staging, check it statically, then store it.
 
-Order of work keeps failures harmless: nothing is written before the artifact has loaded;
-the files move into the store inside the transaction and are removed again if it fails.
+The server never loads the model (no unpickling, no import of a custom predictor: that would
+run the uploader's code here): ``model_artifacts`` checks names, sizes and format magic, and
+the model is loaded on the cluster when it is deployed or used for batch prediction.
+Order of work keeps failures harmless: nothing is written before the artifact passed its
+checks; the files move into the store inside the transaction and are removed if it fails.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from raydeck.core.models.registry import DEFAULT_ALIAS
 from raydeck.db.models import ModelAliasRow, ModelRow, ModelVersionRow, utcnow
 from raydeck.db.session import Database
 from raydeck.runtime.artifacts import tree_digest
-from raydeck.runtime.predictors import load_predictor, predictor_class
+from raydeck.runtime.predictors import predictor_class
 from raydeck.server.errors import validation_error
 from raydeck.server.services.artifacts import ArtifactStore
+from raydeck.server.services.model_artifacts import check_model_artifact
 from raydeck.server.services.models import get_model_row, move_alias, version_out
 
 __all__ = ["parse_upload_metadata", "upload_model"]
@@ -112,13 +116,15 @@ def upload_model(
 ) -> ModelVersion:
     """Register a version from ``request.artifact_uri`` or an uploaded ``.tar.gz``."""
     _precheck(db, request, uploaded=archive is not None, project=project)
+    field = "artifact" if archive is not None else "artifact_uri"
     with store.staging() as staged:
         if archive is not None:
-            store.stage_tarball(archive, staged, field="artifact")
+            store.stage_tarball(archive, staged, field=field)
         else:
             assert request.artifact_uri is not None
             store.stage_uri(request.artifact_uri, staged)
-        load_predictor(request.framework.value, staged)  # a model that does not load: 400
+        # Static checks only: the model is loaded on the cluster, where it is used.
+        check_model_artifact(request.framework.value, staged, store.limits, field=field)
         sha256, size = tree_digest(staged)
         return _register(db, store, request, staged, sha256=sha256, size=size, project=project)
 

@@ -49,6 +49,8 @@ def _to_model(row: TokenRow, account: str | None) -> Token:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        scope_project=row.scope_project,
+        scope_permissions=row.scope_permissions,
     )
 
 

@@ -73,7 +73,12 @@ def upload_request(row: TrainingPipelineRow, artifact_uri: str | None) -> ModelU
 
 
 def create_pipeline(
-    state: ServerState, session: Session, request: TrainingPipelineCreate, *, project: str
+    state: ServerState,
+    session: Session,
+    request: TrainingPipelineCreate,
+    *,
+    project: str,
+    submitter: str | None = None,
 ) -> TrainingPipeline:
     """The pipeline, its training job (on a cluster of ``project``) and, later, its model all
     belong to ``project``."""
@@ -91,7 +96,12 @@ def create_pipeline(
     task = request.training_task
     if task.custom_job is not None:
         child_id = custom_jobs.create_custom_job(
-            state, session, task.custom_job, project=project, pipeline_id=pipeline_id
+            state,
+            session,
+            task.custom_job,
+            project=project,
+            pipeline_id=pipeline_id,
+            submitter=submitter,
         ).id
     else:
         assert task.hyperparameter_tuning_job is not None
@@ -101,6 +111,7 @@ def create_pipeline(
             task.hyperparameter_tuning_job,
             project=project,
             pipeline_id=pipeline_id,
+            submitter=submitter,
         ).id
     row.training_job_id = child_id
     session.add(row)

@@ -7,6 +7,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -110,11 +111,24 @@ def place_run(
             False,
         )
         return
-    request = _ephemeral_cluster(row.id, spec, parallel)
+    try:
+        request = _ephemeral_cluster(row.id, spec, parallel)
+    except ValidationError as exc:  # pools × parallel trials outgrow a cluster's caps
+        error = exc.errors()[0]
+        raise InvalidArgumentError(
+            "worker_pool_specs: the job's own cluster would be too large: "
+            f"{'.'.join(map(str, error['loc']))}: {error['msg'].removeprefix('Value error, ')}",
+            field="worker_pool_specs",
+        ) from exc
     backend = state.settings.default_backend
-    state.backend(backend)
     created = cluster_service.create_cluster(
-        session, request, backend=backend, ray_version=RAY_VERSION, project=row.project
+        session,
+        request,
+        backend=backend,
+        ray_version=RAY_VERSION,
+        capacity=state.backend(backend),
+        settings=state.settings,
+        project=row.project,
     )
     row.cluster_id, row.cluster_name, row.ephemeral_cluster = created.id, created.name, True
 

@@ -23,7 +23,7 @@ from raydeck.core.models.tuning import (
     TrialState,
 )
 from raydeck.db.models import TrainingJobRow, TrainingMetricRow, TrialRow, utcnow
-from raydeck.server.services import studies
+from raydeck.server.services import studies, uri_policy
 from raydeck.server.services import training_runs as runs
 from raydeck.server.state import ServerState
 
@@ -116,13 +116,22 @@ def create_tuning_job(
     *,
     project: str,
     pipeline_id: str | None = None,
+    submitter: str | None = None,
 ) -> HyperparameterTuningJob:
     """In ``project``, on a cluster of that project (or an ephemeral one made there)."""
     studies.validate_tuning_request(request)
     job_id = new_id("hpt")
+    if request.trial_job_spec.base_output_dir:  # read back by the server: the project's own
+        uri_policy.check_location(
+            state.settings,
+            project,
+            request.trial_job_spec.base_output_dir,
+            field="trial_job_spec.base_output_dir",
+        )
     output_dir = request.trial_job_spec.base_output_dir or runs.default_output_dir(state, job_id)
     spec = request.model_dump(mode="json", exclude={"display_name", "cluster", "labels"})
     spec["base_output_dir"] = output_dir
+    spec["submitted_by"] = submitter  # whom the driver's and trials' tokens act for
     row = TrainingJobRow(
         id=job_id,
         kind=KIND,
