@@ -65,7 +65,6 @@ def _agent_host(request: Request, session: DbSession) -> HostRow:
     return service.authenticate_agent(session, bearer_secret(request))
 
 
-
 @router.post("/api/v1/hosts/join", status_code=201)
 def join_host(
     body: HostRegistration,
