@@ -42,6 +42,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
         (["jobs", "get", "job-nope"], ["not_found"]),
         (["jobs", "submit", "-c", "ghost", "--", "echo", "hi"], ["not_found", "ghost"]),
         (["clusters", "list", "--state", "SLEEPING"], ["SLEEPING"]),
+        (
+            ["clusters", "create", "x", "--backend", "hosts", "--spread", "--no-wait"],
+            ["invalid_argument", "no hosts have joined", "raydeck node join"],
+        ),
+        (["hosts", "get", "ghost"], ["not_found", "ghost"]),
+        (["hosts", "drain", "ghost"], ["not_found", "ghost"]),
+        (["clusters", "repair", "ghost", "--no-wait"], ["not_found", "ghost"]),
     ],
 )
 def test_errors_are_one_line(live_server: LiveServer, args: list[str], needles: list[str]) -> None:
