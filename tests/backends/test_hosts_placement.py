@@ -76,8 +76,9 @@ def test_shortfall_names_pool_need_and_what_is_free() -> None:
         place_nodes(_hosts(2, 2), _workers(PoolSpec("w", 3, num_cpus=2)), {})
     message = raised.value.message
     assert raised.value.retryable is False
-    assert "pool 'w': 1 of 3 new node(s) fit on no host (each needs 2 CPU" in message
+    assert "pool 'w' is 1 node(s) short: they fit on no host (each needs 2 CPU" in message
     assert "h1 has 0 CPU free" in message
+    assert sorted(raised.value.placed) == ["w-0", "w-1"]  # what fits is still placed
     with pytest.raises(PlacementShortfall, match="no host matches its host selector"):
         place_nodes(_hosts(2), _workers(PoolSpec("w", 1, hosts=("nope",))), {})
     with pytest.raises(PlacementShortfall, match="no host is ready"):

@@ -92,6 +92,7 @@ class ClusterObservation:
     endpoints: ClusterEndpoints | None
     nodes: tuple[NodeObservation, ...] = ()
     head_problem: str | None = None  # why the head is not alive, when the backend knows
+    shortfall: str | None = None  # why pools have fewer nodes than asked (e.g. no room)
 
     def alive_replicas(self, pool: str) -> int:
         return sum(1 for n in self.nodes if n.pool == pool and n.alive)

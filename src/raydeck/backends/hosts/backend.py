@@ -9,6 +9,7 @@ processes. Everything lives in the database, so a restarted server simply reads 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -49,6 +50,8 @@ from raydeck.db.session import Database
 
 __all__ = ["HostsClusterBackend"]
 
+log = logging.getLogger(__name__)
+
 _POLL_SECONDS = 0.25
 
 
@@ -74,6 +77,7 @@ class HostsClusterBackend(ClusterBackend, MetricsSource):
         # Placements of different clusters read what is free and which port slots are taken
         # on a host, then write: one at a time, so two never take the same room or slot.
         self._placing = threading.Lock()
+        self._shortfalls: dict[str, str] = {}  # cluster id -> what its last apply could not place
 
     # -- ClusterBackend -------------------------------------------------------------------
 
@@ -120,9 +124,11 @@ class HostsClusterBackend(ClusterBackend, MetricsSource):
             endpoints=endpoints,
             nodes=tuple(nodes),
             head_problem=head_problem,
+            shortfall=self._shortfalls.get(spec.cluster_id),
         )
 
     def delete(self, spec: ClusterSpec) -> None:
+        self._shortfalls.pop(spec.cluster_id, None)
         with self._cluster_lock(spec.cluster_id), self._db.session() as session:
             rows = _cluster_rows(session, spec.cluster_id)
             ids = {r.id for r in rows}
@@ -217,11 +223,23 @@ class HostsClusterBackend(ClusterBackend, MetricsSource):
                 starts.append((HEAD, spec.head))
             starts += missing_workers(state, spec, [state.nodes[n] for n in surplus])
             if not starts:
+                self._shortfalls.pop(spec.cluster_id, None)
                 return []
             existing: dict[str, Counter[str]] = {}
             for r in kept:
                 existing.setdefault(r.pool, Counter())[r.host_id] += 1
-            placement = place_nodes(host_views(session, now, self._timeout), starts, existing)
+            try:
+                placement = place_nodes(host_views(session, now, self._timeout), starts, existing)
+                self._shortfalls.pop(spec.cluster_id, None)
+            except PlacementShortfall as short:
+                if not any(r.node == HEAD for r in kept) and HEAD not in short.placed:
+                    raise  # no head, no cluster
+                # Start what fits; the pool shows what is missing and why, and the next
+                # apply (health checks re-apply a short pool) places the rest once there is room.
+                placement = short.placed
+                starts = [(node, pool) for node, pool in starts if node in placement]
+                self._shortfalls[spec.cluster_id] = short.message
+                log.warning("cluster %s: %s", spec.name, short.message)
             return self._insert(session, spec, starts, placement, kept)
 
     def _usable(self, row: HostNodeRow, hosts: dict[str, HostRow], now: datetime) -> bool:

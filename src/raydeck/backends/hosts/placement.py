@@ -70,10 +70,12 @@ class HostView:
 
 
 class PlacementShortfall(BackendError):
-    """Some replicas fit on no host: never retried as is (the hosts must change first)."""
+    """Some nodes fit on no host: never retried as is (the hosts must change first).
+    ``placed`` holds where the nodes that did fit would go."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, placed: dict[str, str] | None = None) -> None:
         super().__init__(message, retryable=False)
+        self.placed = dict(placed or {})
 
 
 def _eligible(host: HostView, pool: PoolSpec) -> bool:
@@ -117,18 +119,16 @@ def place_nodes(
         counts[chosen.id] += 1
         placed[node] = chosen.id
     if short:
-        raise PlacementShortfall(_shortfall_message(hosts, short, wanted))
+        raise PlacementShortfall(_shortfall_message(hosts, short), placed)
     return placed
 
 
 def _shortfall_message(
     hosts: Sequence[HostView],
     short: Mapping[str, tuple[PoolSpec, int]],
-    wanted: Sequence[tuple[str, PoolSpec]],
 ) -> str:
     parts = []
     for name, (pool, missing) in short.items():
-        total = sum(1 for _, p in wanted if p.name == name)
         label = "the head" if name == "head" else f"pool {name!r}"
         eligible = [h for h in hosts if _eligible(h, pool)]
         where = (
@@ -139,7 +139,7 @@ def _shortfall_message(
             else "no host is ready"
         )
         parts.append(
-            f"{label}: {missing} of {total} new node(s) fit on no host "
+            f"{label} is {missing} node(s) short: they fit on no host "
             f"(each needs {demand(pool).describe()}; {where})"
         )
     return "not enough room on the hosts: " + " | ".join(parts)
