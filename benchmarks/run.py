@@ -8,6 +8,8 @@ Groups (``python -m benchmarks.run [group ...]``, all by default):
 - batch: batch prediction rows/s vs a hand-written Ray Data map_batches job;
 - data: warehouse read/write rows/s vs hand-written Ray Data SQL and plain DuckDB
   (benchmarks/data.py, on its own local Ray).
+- hosts: a cluster over 3 network-namespace hosts vs raw `ray start`s in the same namespaces,
+  predict throughput with replicas on 2 hosts, recovery from a lost host (benchmarks/hosts.py).
 - tuning: per-trial overhead of a 100-trial study vs Ray Tune+OptunaSearch and plain Optuna,
   CustomJob submit→RUNNING.
 Rounds alternate raw and Raydeck so background noise hits both alike.
@@ -26,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.data import bench_data
+from benchmarks.hosts import bench_hosts
 from benchmarks.raw_ray import RawCluster
 from benchmarks.report import Figure, p50_p99, write_report
 from benchmarks.serving import bench_batch_prediction, bench_serving
@@ -185,6 +188,7 @@ GROUPS: dict[str, Group] = {
     "batch": lambda server, client: bench_batch_prediction(client),
     "data": lambda server, client: bench_data(),
     "tuning": lambda server, client: bench_tuning(client),
+    "hosts": lambda server, client: bench_hosts(),
 }
 
 

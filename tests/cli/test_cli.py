@@ -56,6 +56,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
         # with a working dir to upload: the same error, not Ray's "Version check returned 404"
         (["jobs", "submit", "-c", "ghost", "-w", ".", "--", "echo", "hi"], ["not_found", "ghost"]),
         (["clusters", "list", "--state", "SLEEPING"], ["SLEEPING"]),
+        (
+            ["clusters", "create", "x", "--backend", "hosts", "--spread", "--no-wait"],
+            ["invalid_argument", "no hosts have joined", "raydeck node join"],
+        ),
+        (["hosts", "get", "ghost"], ["not_found", "ghost"]),
+        (["hosts", "drain", "ghost"], ["not_found", "ghost"]),
+        (["clusters", "repair", "ghost", "--no-wait"], ["not_found", "ghost"]),
     ],
 )
 def test_errors_are_one_line(live_server: LiveServer, args: list[str], needles: list[str]) -> None:

@@ -54,6 +54,10 @@ class PoolSpec:
     num_gpus: float = 0
     memory: int | None = None  # bytes
     resources: dict[str, float] = field(default_factory=dict)
+    # Where replicas may go, for backends with several machines (others ignore these).
+    placement: str = "pack"  # "pack" | "spread"
+    hosts: tuple[str, ...] = ()
+    host_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class ClusterObservation:
     head_alive: bool
     endpoints: ClusterEndpoints | None
     nodes: tuple[NodeObservation, ...] = ()
+    head_problem: str | None = None  # why the head is not alive, when the backend knows
+    shortfall: str | None = None  # why pools have fewer nodes than asked (e.g. no room)
 
     def alive_replicas(self, pool: str) -> int:
         return sum(1 for n in self.nodes if n.pool == pool and n.alive)

@@ -25,6 +25,7 @@ _POOL_KEYS = {
     "gpus": "num_gpus",
     "memory": "memory",
     "machine-type": "machine_type",
+    "placement": "placement",
 }
 
 
@@ -104,6 +105,18 @@ def create(
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="YAML/JSON cluster spec.")
     ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="local | hosts (default: the server's default).")
+    ] = None,
+    spread: Annotated[
+        bool, typer.Option("--spread", help="hosts: each pool's replicas on different hosts.")
+    ] = False,
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="hosts: only on these hosts.")
+    ] = None,
+    host_label: Annotated[
+        list[str] | None, typer.Option("--host-label", help="hosts: only on hosts with key=value.")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until RUNNING.")] = True,
     timeout: float = 300,
     output: Annotated[str, typer.Option("--output", "-o", help="table|json")] = "table",
@@ -116,6 +129,9 @@ def create(
         spec["worker_pools"] = [parse_pool(p) for p in pool]
     if label:
         spec["labels"] = dict(item.partition("=")[::2] for item in label)
+    if backend:
+        spec["backend"] = backend
+    _apply_placement(spec, spread, host or [], host_label or [])
     request = _validated(spec, from_flags=bool(pool) and file is None)
     with RaydeckClient() as client:
         cluster = client.clusters.create(request)
@@ -142,6 +158,33 @@ def _validated(spec: dict[str, Any], *, from_flags: bool) -> ClusterCreate:
         raise InvalidArgumentError(
             f"--pool #{int(loc[1]) + 1} {key}={first.get('input')!r}: {message}", field="pool"
         ) from None
+
+
+def _apply_placement(
+    spec: dict[str, Any], spread: bool, hosts: list[str], host_labels: list[str]
+) -> None:
+    labels = dict(item.partition("=")[::2] for item in host_labels)
+    for target in [spec["head"], *spec.get("worker_pools", [])]:
+        if hosts:
+            target.setdefault("hosts", hosts)
+        if labels:
+            target.setdefault("host_labels", labels)
+    if spread:
+        for worker_pool in spec.get("worker_pools", []):
+            worker_pool.setdefault("placement", "spread")
+
+
+@app.command("repair")
+def repair(
+    name: str,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
+    timeout: float = 300,
+) -> None:
+    """Start a cluster in ERROR over again (e.g. on other hosts after its head's host died)."""
+    with RaydeckClient() as client:
+        client.clusters.repair(name)
+        cluster = _wait_running(client, name, timeout) if wait else client.clusters.get(name)
+    _show(cluster)
 
 
 @app.command("list")

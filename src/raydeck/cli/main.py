@@ -16,9 +16,11 @@ from raydeck.cli import (
     custom_jobs,
     data,
     endpoints,
+    hosts,
     jobs,
     logs,
     models,
+    node,
     pipelines,
     server,
     tokens,
@@ -56,6 +58,8 @@ app.add_typer(custom_jobs.app, name="custom-jobs")
 app.add_typer(tuning_jobs.app, name="hpt")
 app.add_typer(pipelines.app, name="pipelines")
 app.command("server")(server.serve)
+app.add_typer(hosts.app, name="hosts")
+app.add_typer(node.app, name="node")
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -20,6 +20,7 @@ from raydeck.client.batch_predictions import BatchPredictionApi
 from raydeck.client.config import load_client_config
 from raydeck.client.connections import ConnectionApi
 from raydeck.client.endpoints import BoundEndpoint, EndpointApi
+from raydeck.client.hosts import HostApi
 from raydeck.client.http import ApiTransport, raise_for_error
 from raydeck.client.models import ModelApi
 from raydeck.client.operations import AccessApi, BillingApi, LogApi, MetricsApi
@@ -90,6 +91,11 @@ class ClusterApi:
 
     def delete(self, name: str) -> Cluster:
         return Cluster.model_validate(self._api.request("DELETE", f"/api/v1/clusters/{name}"))
+
+    def repair(self, name: str) -> Cluster:
+        """Start a cluster in ERROR over again (its backend places it afresh)."""
+        data = self._api.request("POST", f"/api/v1/clusters/{name}/repair")
+        return Cluster.model_validate(data)
 
     def wait(self, name: str, *, timeout: float = 300.0, poll: float = 0.25) -> Cluster:
         """Until the cluster is RUNNING; raises on ERROR or timeout."""
@@ -298,6 +304,7 @@ class RaydeckClient:
         self.tuning_jobs = TuningJobApi(self._api)
         self.training_pipelines = TrainingPipelineApi(self._api)
         self.connections = ConnectionApi(self._api)
+        self.hosts = HostApi(self._api)
 
     def endpoint(self, endpoint: str) -> BoundEndpoint:
         """A handle whose ``predict`` goes straight to the endpoint's Serve data plane."""

@@ -34,6 +34,8 @@
 | RAYDECK_MLFLOW_TRACKING_URI | (none) | MLflow server that jobs and trials are mirrored to |
 | RAYDECK_MLFLOW_TRACKING_TOKEN | (none) | bearer token sent to that server, if it wants one |
 | RAYDECK_MLFLOW_SYNC_INTERVAL | 5.0 | seconds between mirroring passes |
+| RAYDECK_HOST_HEARTBEAT_TIMEOUT | 15.0 | a host whose agent is silent this long is LOST |
+| RAYDECK_HOST_POLL_INTERVAL | 1.0 | seconds between a host agent's syncs (told to agents) |
 | RAYDECK_MAX_REQUEST_BYTES | 8388608 | largest request body on any route (413 above) |
 | RAYDECK_MAX_UPLOAD_BYTES | 2147483648 | largest upload body (model archives, Ray packages) |
 | RAYDECK_MAX_PAGE_SIZE | 1000 | largest page_size of a list call |
@@ -148,6 +150,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     mlflow_tracking_token: str | None = None
     mlflow_sync_interval: float = 5.0
+    host_heartbeat_timeout: float = 15.0
+    host_poll_interval: float = 1.0
     # Caps on what one request may ask for (core/models/limits.py reads them).
     max_request_bytes: int = 8 * 1024**2
     max_upload_bytes: int = 2 * 1024**3

@@ -32,7 +32,10 @@ __all__ = [
     "CostRecordRow",
     "CustomRoleRow",
     "EndpointRow",
+    "HostNodeRow",
+    "HostRow",
     "JobRow",
+    "JoinTokenRow",
     "LogCursorRow",
     "LogRecordRow",
     "MlflowRunRow",
@@ -497,5 +500,70 @@ class BudgetRow(Base):
     since: Mapped[datetime] = mapped_column()
     alerted_at: Mapped[datetime | None] = mapped_column(default=None)
     exhausted_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --- hosts backend (issue 14) -----------------------------------------------------------
+
+
+class JoinTokenRow(Base):
+    """A single-purpose token that can only register hosts; stored as a SHA-256 hash."""
+
+    __tablename__ = "host_join_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    hosts_joined: Mapped[int] = mapped_column(default=0)
+
+
+class HostRow(Base):
+    """A machine whose agent runs Ray nodes; ``credential_hash`` authenticates that agent."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    address: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # READY | DRAINING (LOST is computed)
+    num_cpus: Mapped[float] = mapped_column(Float)
+    num_gpus: Mapped[float] = mapped_column(Float, default=0)
+    memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    join_token_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # The agent's last report: host-node id -> state of every node it still has processes of.
+    observed: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class HostNodeRow(Base):
+    """One Ray node of a ``hosts`` cluster placed on one host: desired, plus what its agent
+    last reported."""
+
+    __tablename__ = "host_nodes"
+    __table_args__ = (UniqueConstraint("cluster_id", "node", name="uq_host_nodes_cluster_node"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(40), index=True)
+    host_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("hosts.id", ondelete="CASCADE"), index=True
+    )
+    node: Mapped[str] = mapped_column(String(80))
+    pool: Mapped[str] = mapped_column(String(64))
+    port_base: Mapped[int] = mapped_column(Integer)
+    # num_cpus, num_gpus, memory, resources, env: what `ray start` needs
+    launch: Mapped[dict[str, Any]] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16))
+    node_ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -24,13 +24,20 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A ``raydeck server`` on 127.0.0.1 with its own RAYDECK_HOME."""
+    """A ``raydeck server`` on 127.0.0.1 (or ``host``) with its own RAYDECK_HOME."""
 
-    def __init__(self, home: Path, *, port: int | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        home: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+    ):
         self.home = home
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAYDECK_HOME": str(home), **(env or {})}
+        self.url = f"http://{host}:{self.port}"
+        self.env = {**os.environ, "RAYDECK_HOME": str(home), "RAYDECK_HOST": host, **(env or {})}
         self.env.pop("RAYDECK_SERVER", None)
         self.env.pop("RAYDECK_TOKEN", None)
         self.process: subprocess.Popen[bytes] | None = None

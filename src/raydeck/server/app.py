@@ -9,6 +9,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from raydeck.backends.base import ClusterBackend
+from raydeck.backends.hosts import HostsClusterBackend
 from raydeck.backends.local import LocalClusterBackend
 from raydeck.backends.os_user import RayUsers
 from raydeck.core.settings import Settings, get_settings
@@ -44,6 +45,7 @@ from raydeck.server.routers import (
     custom_jobs,
     endpoints,
     health,
+    hosts,
     jobs,
     models,
     operations,
@@ -60,7 +62,7 @@ __all__ = ["create_app", "default_backends"]
 
 
 def default_backends(
-    settings: Settings, users: RayUsers | None = None
+    settings: Settings, db: Database, users: RayUsers | None = None
 ) -> dict[str, ClusterBackend]:
     return {
         "local": LocalClusterBackend(
@@ -71,7 +73,12 @@ def default_backends(
             cpu_oversubscription=settings.local_cpu_oversubscription,
             ray_dir=settings.ray_temp_root,
             users=users,
-        )
+        ),
+        "hosts": HostsClusterBackend(
+            db,
+            heartbeat_timeout=settings.host_heartbeat_timeout,
+            port_range=(settings.port_range_start, settings.port_range_end),
+        ),
     }
 
 
@@ -95,7 +102,7 @@ def create_app(
     state = ServerState(
         settings=settings,
         db=db,
-        backends=backends if backends is not None else default_backends(settings, users),
+        backends=backends if backends is not None else default_backends(settings, db, users),
         clock=clock,
         price_catalog=catalog,
     )
@@ -152,6 +159,7 @@ def create_app(
         tuning_jobs,
         training_pipelines,
         connections,  # warehouse (issue 6)
+        hosts,  # many hosts (issue 14)
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     # Added innermost first: the body limit runs before anything; metrics see the audit's time

@@ -26,6 +26,7 @@ __all__ = [
     "cluster_processes",
     "find_cluster_processes",
     "live_daemons",
+    "many_clusters_processes",
     "terminate",
 ]
 
@@ -69,7 +70,16 @@ def _scan() -> list[_Seen]:
 
 def cluster_processes(cluster_id: str) -> list[ClusterProcess]:
     """Every live process of one cluster, each with the node it belongs to."""
+    return _of_cluster(_scan(), cluster_id)
+
+
+def many_clusters_processes(cluster_ids: Iterable[str]) -> dict[str, list[ClusterProcess]]:
+    """``cluster_processes`` of several clusters from one scan of the process table."""
     seen = _scan()
+    return {cluster_id: _of_cluster(seen, cluster_id) for cluster_id in cluster_ids}
+
+
+def _of_cluster(seen: list[_Seen], cluster_id: str) -> list[ClusterProcess]:
     by_pid = {s.process.pid: s for s in seen}
     node_of: dict[int, str | None] = {
         s.process.pid: s.node for s in seen if s.cluster == cluster_id

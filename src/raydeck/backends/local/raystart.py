@@ -69,6 +69,7 @@ class NodeLaunch:
     gcs_port: int  # the head's GCS port; the node's own when it is the head
     run_as: OsUser | None = None  # None: the server's own OS user
     home: Path | None = None  # HOME of the Ray processes when run_as is set
+    gcs_host: str | None = None  # the head's IP when it is on another host (else bind_host)
 
     @property
     def is_head(self) -> bool:
@@ -76,7 +77,7 @@ class NodeLaunch:
 
     def argv(self) -> list[str]:
         p = self.ports
-        gcs = "" if self.is_head else host_port(self.bind_host, self.gcs_port)
+        gcs = "" if self.is_head else host_port(self.gcs_host or self.bind_host, self.gcs_port)
         args = [
             sys.executable,
             "-c",

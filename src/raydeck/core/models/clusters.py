@@ -45,6 +45,10 @@ class ClusterState(StrEnum):
     DELETED = "DELETED"
 
 
+HostNames = list[Name]
+HostLabels = dict[Annotated[str, Field(max_length=63)], Annotated[str, Field(max_length=63)]]
+
+
 class HeadNodeSpec(StrictModel):
     machine_type: str | None = None
     num_cpus: Cpus = 1
@@ -52,6 +56,9 @@ class HeadNodeSpec(StrictModel):
     memory: MemoryBytes = None
     resources: ResourceMap = Field(default_factory=dict)
     disk_size_gb: PositiveInt | None = None
+    # `hosts` backend only: pin to these hosts / hosts carrying these labels.
+    hosts: HostNames = Field(default_factory=list, max_length=64)
+    host_labels: HostLabels = Field(default_factory=dict, max_length=16)
 
 
 class WorkerPoolSpec(StrictModel):
@@ -65,6 +72,11 @@ class WorkerPoolSpec(StrictModel):
     min_replica_count: Replicas | None = None
     max_replica_count: Replicas | None = None
     disk_size_gb: PositiveInt | None = None
+    # `hosts` backend only: "pack" fills hosts one by one, "spread" puts replicas on
+    # different hosts; `hosts` / `host_labels` restrict where replicas may go.
+    placement: Literal["pack", "spread"] = "pack"
+    hosts: HostNames = Field(default_factory=list, max_length=64)
+    host_labels: HostLabels = Field(default_factory=dict, max_length=16)
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkerPoolSpec:

@@ -134,7 +134,7 @@ class ClusterReconciler:
                 ClusterState.UPDATING,
             ):
                 row.state = ClusterState.RUNNING.value
-                row.state_reason = None
+                row.state_reason = observation.shortfall  # running, short of what was asked
                 row.spec = {k: v for k, v in row.spec.items() if k != "prefer_remove"}
         log.info("cluster %s is RUNNING at %s", cluster_id, endpoints.dashboard_url)
 
@@ -194,16 +194,21 @@ class ClusterReconciler:
             row.spec = _with_observation(row.spec, observation)
             if not observation.head_alive:
                 row.state = ClusterState.ERROR.value
-                row.state_reason = "the head node is not running (its processes exited)"
+                row.state_reason = (
+                    observation.head_problem
+                    or "the head node is not running (its processes exited)"
+                )
                 return
             with stored_data():
                 pools = [WorkerPoolSpec.model_validate(p) for p in row.spec["worker_pools"]]
             missing = sum(
                 max(0, p.replica_count - observation.alive_replicas(p.name)) for p in pools
             )
-            if missing:
+            if missing:  # re-applied: replaced, or placed once a host has room
                 row.state = ClusterState.UPDATING.value
-                row.state_reason = f"replacing {missing} worker node(s) that stopped"
+                row.state_reason = (
+                    observation.shortfall or f"replacing {missing} worker node(s) that stopped"
+                )
 
 
 def _with_observation(spec: dict[str, Any], observation: ClusterObservation) -> dict[str, Any]:

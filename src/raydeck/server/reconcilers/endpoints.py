@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select, update
 
@@ -96,6 +97,7 @@ class _ClusterPlan:
     cluster_state: str | None
     serve_port: int | None
     endpoints: tuple[_EndpointPlan, ...]
+    serve_host: str | None = None  # the head's address (another machine on `hosts`)
 
 
 class EndpointReconciler:
@@ -134,7 +136,8 @@ class EndpointReconciler:
                 ray_token(self.state.settings, cluster),
             )
             port = cluster.spec.get("serve_port")
-            return _ClusterPlan(target, cluster.state, port, endpoints)
+            host = urlsplit(cluster.dashboard_url).hostname
+            return _ClusterPlan(target, cluster.state, port, endpoints, host)
 
     def _serve_config(self, plan: _ClusterPlan) -> dict[str, Any]:
         authorize = f"{self.state.settings.advertised_url}/api/v1/endpoints/{{id}}/authorize"
@@ -163,7 +166,10 @@ class EndpointReconciler:
         ]
         return {
             "proxy_location": "HeadOnly",  # one HTTP proxy per cluster: one port to allocate
-            "http_options": {"host": self.state.settings.ray_bind_host, "port": plan.serve_port},
+            "http_options": {
+                "host": plan.serve_host or self.state.settings.ray_bind_host,
+                "port": plan.serve_port,
+            },
             "applications": applications,
         }
 
@@ -254,7 +260,10 @@ class EndpointReconciler:
         """Each endpoint's outcome, written only if its generation is still the one deployed
         (a guarded UPDATE: an API change committed meanwhile is never overwritten)."""
         port = plan.serve_port
-        url_base = f"http://{self.state.settings.ray_bind_host}:{port}"
+        host = plan.serve_host or self.state.settings.ray_bind_host
+        if ":" in host:
+            host = f"[{host}]"
+        url_base = f"http://{host}:{port}"
         with self.state.db.session() as session:
             for endpoint in plan.endpoints:
                 row = session.get(EndpointRow, endpoint.id)

@@ -82,6 +82,15 @@ def delete_cluster(
     return service.delete_cluster(session, name, caller.project)
 
 
+@router.post("/{name}/repair")
+def repair_cluster(
+    name: str,
+    session: DbSession,
+    caller: Annotated[Principal, Depends(require("clusters.update"))],
+) -> Cluster:
+    return service.repair_cluster(session, name, caller.project)
+
+
 @router.get("/{name}/credentials")
 def cluster_credentials(
     name: str,

@@ -47,6 +47,7 @@ __all__ = [
     "get_cluster_row",
     "list_clusters",
     "ray_token",
+    "repair_cluster",
     "teardown_spec",
     "to_model",
     "update_cluster",
@@ -124,6 +125,8 @@ def backend_spec(row: ClusterRow, settings: Settings) -> ClusterSpec:
             num_gpus=head.num_gpus,
             memory=head.memory,
             resources=dict(head.resources),
+            hosts=tuple(head.hosts),
+            host_labels=dict(head.host_labels),
         ),
         worker_pools=tuple(
             PoolSpec(
@@ -133,6 +136,9 @@ def backend_spec(row: ClusterRow, settings: Settings) -> ClusterSpec:
                 num_gpus=p.num_gpus,
                 memory=p.memory,
                 resources=dict(p.resources),
+                placement=p.placement,
+                hosts=tuple(p.hosts),
+                host_labels=dict(p.host_labels),
             )
             for p in pools
         ),
@@ -190,6 +196,9 @@ def _pool_spec(name: str, pool: HeadNodeSpec | WorkerPoolSpec, replicas: int) ->
         num_gpus=pool.num_gpus,
         memory=pool.memory,
         resources=dict(pool.resources),
+        placement=pool.placement if isinstance(pool, WorkerPoolSpec) else "pack",
+        hosts=tuple(pool.hosts),
+        host_labels=dict(pool.host_labels),
     )
 
 
@@ -305,6 +314,21 @@ def update_cluster(
     if row.state == ClusterState.RUNNING.value:
         row.state = ClusterState.UPDATING.value
     row.state_reason = None
+    return to_model(row)
+
+
+def repair_cluster(session: Session, name: str, project: str = "default") -> Cluster:
+    """ERROR → PROVISIONING: the reconciler applies the spec again (a dead head means the
+    backend starts the whole cluster over, on other hosts for the `hosts` backend)."""
+    row = get_cluster_row(session, name, project)
+    if row.state != ClusterState.ERROR.value:
+        raise FailedPreconditionError(
+            f"cluster {name!r} is {row.state}; only a cluster in ERROR needs a repair",
+            field="cluster",
+        )
+    row.state = ClusterState.PROVISIONING.value
+    row.state_reason = "repairing"
+    row.generation += 1
     return to_model(row)
 
 

@@ -34,8 +34,10 @@ READ_VERBS = frozenset({"get", "list", "logs", "view"})
 # Calls that change nothing stored: never written to the audit log.
 NON_MUTATING_VERBS = READ_VERBS | {"predict", "connect"}
 ADMIN_ONLY_RESOURCES = frozenset({"tokens", "accounts", "roles", "role_bindings", "audit"})
-ADMIN_WRITE_RESOURCES = frozenset({"projects", "budgets"})
-GLOBAL_RESOURCES = ADMIN_ONLY_RESOURCES | {"projects"}
+# Hosts (machines of the `hosts` backend) are infrastructure: everyone may see them, only
+# admins (or custom roles granting e.g. `hosts.create`) add, drain or remove them.
+ADMIN_WRITE_RESOURCES = frozenset({"projects", "budgets", "hosts"})
+GLOBAL_RESOURCES = ADMIN_ONLY_RESOURCES | {"projects", "hosts"}
 # About the caller itself: any valid token may ask, with or without bindings.
 SELF_RESOURCES = frozenset({"tokens_self"})
 # Every other resource keeps its rows per project: the request's project scopes it.
@@ -60,7 +62,8 @@ def builtin_permissions(role: Role) -> list[str]:
         return ["*.*"]
     denied = sorted(ADMIN_ONLY_RESOURCES)
     if role is Role.USER:
-        return ["*.*", *(f"!{r}.*" for r in denied), "!projects.<write>", "!budgets.<write>"]
+        writes = [f"!{r}.<write>" for r in sorted(ADMIN_WRITE_RESOURCES)]
+        return ["*.*", *(f"!{r}.*" for r in denied), *writes]
     return [f"*.{verb}" for verb in sorted(READ_VERBS)] + [f"!{r}.*" for r in denied]
 
 

@@ -1,0 +1,5 @@
+"""``python -m raydeck``: the CLI."""
+
+from raydeck.cli.main import main
+
+main()
