@@ -69,6 +69,10 @@ class ReadmeRun:
             "RAYDECK_PORT": str(free_port()),
             "RAYDECK_PORT_RANGE_START": str(port_start),
             "RAYDECK_RECONCILE_INTERVAL": "0.5",
+            # The README walks a laptop user through it: Ray as the user's own OS user, reading
+            # and writing the working directory (tests/e2e/test_isolation.py covers root's
+            # per-cluster OS users, which cannot enter pytest's 0700 temp dirs).
+            "RAYDECK_RAY_OS_USER": "off",
             "COLUMNS": "160",
         }
         self.sessions: list[int] = []  # process groups of bash blocks (background servers)
