@@ -181,16 +181,16 @@ def test_cli_create_wait_get_list(
 
 
 def test_every_row_failing_fails_the_job_and_the_cli_exits_1(
-    live_server: LiveServer, cluster: str, model: str, tmp_path: Path
+    live_server: LiveServer, cluster: str, model: str, cluster_tmp: Path
 ) -> None:
     """Rows of 2 features for a 4-feature model: every row fails, so the job is FAILED (not
     SUCCEEDED with 0 ok), says why with an example row error, and `--wait` exits 1 with the
     counts in its last line. With a threshold the user allows, the same job succeeds."""
-    (tmp_path / "short.csv").write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(50)))
+    (cluster_tmp / "short.csv").write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(50)))
     env = live_server.client_env()
     args = ["batch-predict", "create", "--model", model, "--cluster", cluster,
-            "--input", str(tmp_path / "short.csv"), "--wait"]  # fmt: skip
-    failed = raydeck(env, *args, "--output", str(tmp_path / "out-all-failed"))
+            "--input", str(cluster_tmp / "short.csv"), "--wait"]  # fmt: skip
+    failed = raydeck(env, *args, "--output", str(cluster_tmp / "out-all-failed"))
     assert failed.returncode == 1, failed.stdout + failed.stderr
     last = failed.stdout.strip().splitlines()[-1]
     assert last.endswith("FAILED, 50 rows (0 ok, 50 failed)"), failed.stdout
@@ -198,7 +198,7 @@ def test_every_row_failing_fails_the_job_and_the_cli_exits_1(
     assert "4" in failed.stdout.split("e.g. ", 1)[1].splitlines()[0]  # the model expects 4
 
     allowed = raydeck(
-        env, *args, "--output", str(tmp_path / "out-allowed"), "--max-failed-fraction", "1"
+        env, *args, "--output", str(cluster_tmp / "out-allowed"), "--max-failed-fraction", "1"
     )
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert allowed.stdout.strip().splitlines()[-1].endswith("SUCCEEDED, 50 rows (0 ok, 50 failed)")
