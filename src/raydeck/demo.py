@@ -7,6 +7,7 @@ job with an uploaded working_dir, follows its logs, scales the pool, and deletes
 
 from __future__ import annotations
 
+import grp
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from rich.table import Table
 from raydeck.client import RaydeckClient
 from raydeck.core.models import Cluster, ClusterCreate, JobState
 from raydeck.core.models.tuning import HyperparameterTuningJob, HyperparameterTuningJobCreate
+from raydeck.core.settings import DEFAULT_RAY_OS_USER
 from raydeck.devtools import ServerProcess
 
 T = TypeVar("T")
@@ -116,6 +118,19 @@ def ray_client_roundtrip(cluster: str) -> str:
         ray.shutdown()
 
 
+def share_with_ray(directory: Path) -> None:
+    """Run as root, the server runs Ray as unprivileged OS users of the ``raydeck-ray`` group
+    (SECURITY.md): the demo's jobs read and write its work dirs, so that group owns them
+    (setgid, so what either side creates inside stays shared). Not root: nothing to do."""
+    try:
+        gid = grp.getgrnam(DEFAULT_RAY_OS_USER).gr_gid
+    except KeyError:
+        return
+    if os.geteuid() == 0:
+        os.chown(directory, 0, gid)
+        directory.chmod(0o2770)
+
+
 def run_quickstart(client: RaydeckClient, work_root: Path) -> None:
     spec = ClusterCreate.model_validate(
         {
@@ -135,6 +150,7 @@ def run_quickstart(client: RaydeckClient, work_root: Path) -> None:
     step("ray.init('raydeck://demo') and run tasks", lambda: ray_client_roundtrip("demo"))
 
     workdir = Path(tempfile.mkdtemp(prefix="raydeck-job-", dir=work_root))
+    share_with_ray(workdir)
     (workdir / "train.py").write_text(TRAIN_SCRIPT)
     job = step(
         "submit a job with its working_dir",
@@ -287,6 +303,7 @@ def main() -> None:
     work_root = Path(tempfile.mkdtemp(prefix="raydeck-demo-work-"))
     server = ServerProcess(home, env={"RAYDECK_ALLOWED_ROOTS": str(work_root)})
     step("start the control plane (SQLite, local backend)", server.start, lambda _: server.url)
+    share_with_ray(work_root)
     os.environ.update({"RAYDECK_SERVER": server.url, "RAYDECK_TOKEN": server.token})
     try:
         with RaydeckClient() as client:
