@@ -103,12 +103,12 @@ def test_an_only_model_that_does_not_load_leaves_nothing_serving(
 
 
 def test_batch_prediction_with_a_model_that_does_not_load_fails_with_the_reason(
-    live_client: RaydeckClient, cluster: str, models: str, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, models: str, cluster_tmp: Path
 ) -> None:
-    source = tmp_path / "in.csv"
+    source = cluster_tmp / "in.csv"
     source.write_text("f0,f1,f2,f3\n" + "\n".join(",".join(map(str, r)) for r in X.tolist()))
     job = live_client.batch_predictions.create(
-        model=f"{models}@2", cluster=cluster, input=str(source), output=str(tmp_path / "out")
+        model=f"{models}@2", cluster=cluster, input=str(source), output=str(cluster_tmp / "out")
     )
     done = live_client.batch_predictions.wait(job.id, timeout=300, poll=0.5)
     assert done.state is BatchPredictionState.FAILED, done
@@ -116,9 +116,9 @@ def test_batch_prediction_with_a_model_that_does_not_load_fails_with_the_reason(
 
 
 def test_pipeline_registers_a_hostile_model_without_loading_it(
-    live_client: RaydeckClient, cluster: str, tmp_path: Path
+    live_client: RaydeckClient, cluster: str, cluster_tmp: Path
 ) -> None:
-    marker = tmp_path / "owned-by-pipeline"
+    marker = cluster_tmp / "owned-by-pipeline"
     payload = exploit_pickle(marker).hex()
     script = (
         "import os; d = os.environ['AIP_MODEL_DIR']; os.makedirs(d, exist_ok=True); "
@@ -129,7 +129,7 @@ def test_pipeline_registers_a_hostile_model_without_loading_it(
             "training_task": {
                 "custom_job": {
                     "cluster": cluster,
-                    "base_output_dir": str(tmp_path / "out"),
+                    "base_output_dir": str(cluster_tmp / "out"),
                     "worker_pool_specs": [{"command": ["python", "-c", script]}],
                 }
             },
