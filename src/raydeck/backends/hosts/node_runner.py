@@ -14,8 +14,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from raydeck.backends.base import BackendError, PoolSpec
 from raydeck.backends.local.planning import HEAD, MAX_TEMP_DIR_LEN
 from raydeck.backends.local.ports import SLOT_SIZE, NodePorts
@@ -23,6 +21,7 @@ from raydeck.backends.local.processes import (
     cluster_processes,
     live_daemons,
     many_clusters_processes,
+    runs_client_server,
     terminate,
 )
 from raydeck.backends.local.raystart import (
@@ -97,7 +96,7 @@ class NodeRunner:
 
     def ensure_client_server(self, a: NodeAssignment, record: RunningNode) -> None:
         """A restarted agent finds the head alive but its Ray Client proxy maybe gone."""
-        if record.is_head and not self._client_server_running(record):
+        if record.is_head and not runs_client_server(cluster_processes(record.id)):
             self._start_client_server(self._launch(a, record))
 
     def alive(self, record: RunningNode) -> bool:
@@ -152,13 +151,3 @@ class NodeRunner:
             f"the Ray Client server of node {launch.node!r} did not listen on port {port}: "
             + (tail.splitlines()[-1] if tail else "no output")
         )
-
-    def _client_server_running(self, record: RunningNode) -> bool:
-        for cp in cluster_processes(record.id):
-            try:
-                cmdline = cp.process.cmdline()
-            except psutil.Error:
-                continue
-            if "client-server" in cmdline and "--mode=proxy" in cmdline:
-                return True
-        return False

@@ -41,6 +41,7 @@ from raydeck.backends.local.processes import (
     ClusterProcess,
     cluster_processes,
     live_daemons,
+    runs_client_server,
     terminate,
 )
 from raydeck.backends.local.raystart import (
@@ -241,7 +242,7 @@ class LocalClusterBackend(ClusterBackend, LogFileSource, MetricsSource):
         assert head is not None  # alive, or reserved just above
 
         client_server = None
-        if head_alive and not _client_server_running(procs):
+        if head_alive and not runs_client_server(cp for cp in procs if cp.node == HEAD):
             client_server = start_client_server(
                 self._launch(spec, head, spec.head, head, user, home)
             )
@@ -463,19 +464,6 @@ def _check_pools(spec: ClusterSpec) -> None:
         )
     for pool in (spec.head, *spec.worker_pools):
         check_resources(pool)
-
-
-def _client_server_running(procs: Iterable[ClusterProcess]) -> bool:
-    for cp in procs:
-        if cp.node != HEAD:
-            continue
-        try:
-            cmdline = cp.process.cmdline()
-        except psutil.Error:
-            continue
-        if "client-server" in cmdline and "--mode=proxy" in cmdline:
-            return True
-    return False
 
 
 def _is_alive(name: str, daemons: dict[str, set[str]]) -> bool:

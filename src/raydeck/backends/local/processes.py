@@ -27,6 +27,7 @@ __all__ = [
     "find_cluster_processes",
     "live_daemons",
     "many_clusters_processes",
+    "runs_client_server",
     "terminate",
 ]
 
@@ -145,3 +146,16 @@ def terminate(processes: Iterable[psutil.Process], grace_seconds: float = 4.0) -
         with contextlib.suppress(psutil.Error):
             proc.kill()
     psutil.wait_procs(alive, timeout=2.0)
+
+
+def runs_client_server(processes: Iterable[ClusterProcess]) -> bool:
+    """Whether one of these processes is Ray Client's proxy server (the head's ``--mode=proxy``
+    process, which Ray does not restart by itself when it dies)."""
+    for cp in processes:
+        try:
+            cmdline = cp.process.cmdline()
+        except psutil.Error:
+            continue
+        if "client-server" in cmdline and "--mode=proxy" in cmdline:
+            return True
+    return False
